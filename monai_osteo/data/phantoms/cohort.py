@@ -1,0 +1,183 @@
+"""Generate the phantom hand-radiograph cohort: images, annotator masks and a MONAI datalist.
+
+Mirrors the journal paper's two datasets: labelled subjects with DXA T-scores (192, ~28% osteoporotic)
+and unlabelled radiographs for segmentation and pretraining (1154). Every image is rendered from its
+own random stream ``(seed, set, index)``, so the output is byte-identical for a seed whatever the
+number of workers, and files are written to a temporary name and renamed (never half-written).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from monai_osteo.data.phantoms.anatomy import BONE_LABELS, place_hand
+from monai_osteo.data.phantoms.render import render_hand
+from monai_osteo.data.phantoms.subjects import SubjectPhenotype, sample_cohort_subjects
+from monai_osteo.data.splits import subject_split
+
+__all__ = ["FIELD_MM", "PRESETS", "generate_hand_cohort", "ensure_hand_cohort", "render_subject"]
+
+logger = logging.getLogger(__name__)
+
+FIELD_MM = (290.0, 203.0)  # detector field (height, width) in millimetres
+GENERATOR_VERSION = 1
+#: named sizes; "paper" is the labelled cohort's resolution (2515 x 3588)
+PRESETS = {
+    "quick": {"subjects": 48, "unlabeled": 96, "height": 384},
+    "default": {"subjects": 192, "unlabeled": 1154, "height": 768},
+    "paper": {"subjects": 192, "unlabeled": 1154, "height": 3588},
+}
+
+
+def render_subject(subject: SubjectPhenotype, seed: int, stream: int, index: int, height: int,
+                   annotators: int = 3):
+    """Render one phantom radiograph deterministically from ``(seed, stream, index)``."""
+    rng = np.random.default_rng([seed, stream, index])
+    spacing = FIELD_MM[0] / height
+    width = int(round(FIELD_MM[1] / spacing))
+    hand = place_hand(subject, rng, (height * spacing, width * spacing))
+    return render_hand(hand, (height, width), spacing, rng, annotators=annotators), spacing
+
+
+def _save_png(array: np.ndarray, path: Path) -> None:
+    fd, tmp = tempfile.mkstemp(suffix=".png", prefix=f".{path.stem}.", dir=path.parent)
+    os.close(fd)
+    try:
+        Image.fromarray(array).save(tmp, format="PNG")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _write_json(obj, path: Path) -> None:
+    fd, tmp = tempfile.mkstemp(suffix=".json", prefix=f".{path.stem}.", dir=path.parent)
+    with os.fdopen(fd, "w") as f:
+        json.dump(obj, f, indent=1, sort_keys=True)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def _job(args) -> tuple[dict | None, str | None]:
+    out, sid, subject, seed, stream, index, height, annotators, labelled = args
+    try:
+        r, spacing = render_subject(subject, seed, stream, index, height, annotators)
+        img = Path("images") / f"{sid}.png"
+        masks = [Path("masks") / f"{sid}_a{j + 1}.png" for j in range(annotators)]
+        truth = Path("masks") / f"{sid}_truth.png"
+        _save_png(r.image, out / img)
+        for m, p in zip(r.annotators, masks):
+            _save_png(m, out / p)
+        _save_png(r.truth, out / truth)
+        rec = {
+            "image": str(img), "masks": [str(p) for p in masks], "mask_weights": r.weights, "mask_truth": str(truth),
+            "subject_id": sid, "pixel_spacing": [spacing, spacing], "bones_missing": r.acquisition["missing_bones"],
+            "ring": r.acquisition["ring"], "laterality": r.acquisition["laterality"],
+        }
+        if labelled:
+            rec.update(label=subject.label, t_score=subject.t_score, sex=subject.sex, age=subject.age)
+        return rec, None
+    except Exception as e:  # a batch job reports the failing item and finishes the rest
+        return None, f"{sid}: {type(e).__name__}: {e}"
+
+
+def generate_hand_cohort(out_dir: str | os.PathLike, subjects: int = 192, unlabeled: int = 1154, seed: int = 0,
+                         height: int = 768, annotators: int = 3, prevalence: float | None = 0.28,
+                         workers: int | None = None, progress: bool = True) -> Path:
+    """Write the phantom hand cohort to ``out_dir`` and return the path of its ``datalist.json``.
+
+    Args:
+        out_dir: output folder (created); holds ``images/``, ``masks/``, ``datalist.json``, ``cohort.json``.
+        subjects: number of labelled subjects (one radiograph each).
+        unlabeled: number of unlabelled radiographs (with annotator masks, no diagnosis).
+        seed: master seed; the same seed gives byte-identical files.
+        height: image height in pixels (width follows the 203 x 290 mm field; 3588 is the paper's size).
+        annotators: number M >= 1 of annotator masks per image.
+        prevalence: exact share of osteoporotic labelled subjects, or None for the model's own rate.
+        workers: processes (default: all cores).
+        progress: show a progress bar.
+    """
+    if subjects < 0 or unlabeled < 0 or subjects + unlabeled == 0:
+        raise ValueError(f"subjects and unlabeled must be >= 0 and not both 0, got {subjects!r}, {unlabeled!r}.")
+    if not 64 <= height <= 8192:
+        raise ValueError(f"height must be in [64, 8192] pixels, got {height!r}.")
+    if annotators < 1:
+        raise ValueError(f"annotators must be >= 1, got {annotators!r}.")
+    out = Path(out_dir)
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    (out / "masks").mkdir(parents=True, exist_ok=True)
+    labelled = sample_cohort_subjects(subjects, np.random.default_rng([seed, 0]), prevalence)
+    labelled = [labelled[i] for i in np.random.default_rng([seed, 1]).permutation(len(labelled))]
+    pool = sample_cohort_subjects(unlabeled, np.random.default_rng([seed, 2]), None)
+    jobs = [(out, f"HX{i + 1:04d}", s, seed, 10, i, height, annotators, True) for i, s in enumerate(labelled)]
+    jobs += [(out, f"HU{i + 1:05d}", s, seed, 11, i, height, annotators, False) for i, s in enumerate(pool)]
+    workers = max(1, min(workers or os.cpu_count() or 1, len(jobs)))
+    records, failures = [], []
+    with tqdm(total=len(jobs), desc="phantom hand cohort", unit="img", disable=not progress) as bar:
+        if workers == 1:
+            results = map(_job, jobs)
+        else:
+            executor = ProcessPoolExecutor(workers)
+            results = executor.map(_job, jobs, chunksize=4)
+        for rec, err in results:
+            bar.update(1)
+            if err:
+                logger.error("phantom generation failed for %s", err)
+                failures.append(err)
+            else:
+                records.append(rec)
+        if workers > 1:
+            executor.shutdown()
+    lab = [r for r in records if "label" in r]
+    unl = [r for r in records if "label" not in r]
+    split_l = subject_split([r["subject_id"] for r in lab], [r["label"] for r in lab], seed=seed)
+    split_u = subject_split([r["subject_id"] for r in unl], None, seed=seed + 1)
+    for r in lab:
+        r["split"] = split_l[r["subject_id"]]
+    for r in unl:
+        r["split"] = split_u[r["subject_id"]]
+    params = {"generator": "monai_osteo.data.phantoms.hand", "version": GENERATOR_VERSION, "subjects": subjects,
+              "unlabeled": unlabeled, "seed": seed, "height": height, "annotators": annotators,
+              "prevalence": prevalence}
+    datalist = {
+        "name": "monai_osteo phantom hand radiographs",
+        "description": "Synthetic hand/wrist radiographs with M annotator masks of ulna, radius, M1-M5 and a "
+                       "latent DXA T-score (osteoporosis if T < -2.5). Paths are relative to this file.",
+        "labels": {"0": "background", **{str(v): k for k, v in BONE_LABELS.items()}},
+        "classes": {"0": "normal", "1": "osteoporosis"},
+        "generator": params,
+        **{name: [r for r in lab if r["split"] == name] for name in ("training", "validation", "test")},
+        "unlabeled": unl,
+    }
+    _write_json(datalist, out / "datalist.json")
+    _write_json({**params, "failures": failures}, out / "cohort.json")
+    if failures:
+        raise RuntimeError(f"{len(failures)} of {len(jobs)} phantoms failed (first: {failures[0]}); "
+                           f"the others were written to {out}.")
+    logger.info("wrote %d labelled and %d unlabelled phantoms to %s", len(lab), len(unl), out)
+    return out / "datalist.json"
+
+
+def ensure_hand_cohort(out_dir: str | os.PathLike, preset: str = "quick", seed: int = 0, **overrides) -> Path:
+    """Return the datalist of a cached cohort in ``out_dir``, generating it first if absent or different."""
+    if preset not in PRESETS:
+        raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {preset!r}.")
+    kwargs = {**PRESETS[preset], "seed": seed, **overrides}
+    out = Path(out_dir)
+    meta = out / "cohort.json"
+    if meta.is_file() and (out / "datalist.json").is_file():
+        have = json.loads(meta.read_text())
+        want = {k: kwargs[k] for k in ("subjects", "unlabeled", "seed", "height")}
+        if not have.get("failures") and have.get("version") == GENERATOR_VERSION and all(
+                have.get(k) == v for k, v in want.items()):
+            return out / "datalist.json"
+    return generate_hand_cohort(out, **kwargs)

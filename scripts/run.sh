@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# Set up whatever is missing, then run one job of monai_osteo.
+#
+#   bash scripts/run.sh demo [ARGS]   # the main end-to-end job (see README "Quick start")
+#   bash scripts/run.sh test [ARGS]   # lint (ruff) + the default test suite (pytest); what CI runs
+#   bash scripts/run.sh setup         # only create/refresh the environment
+#   bash scripts/run.sh python ARGS   # run python inside the environment
+#
+# The virtual environment lives outside the clone, keyed by a hash of the dependency lists
+# (setup.cfg, pyproject.toml) and the Python version, so a dependency change builds a new one and an
+# unchanged one is reused. Override its location with MONAI_OSTEO_VENV=/path/to/venv.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+PYTHON=${PYTHON:-python3}
+EXTRAS=${MONAI_OSTEO_EXTRAS:-test,radiomics}
+
+log() { printf '[monai_osteo] %s\n' "$*" >&2; }
+
+command -v "$PYTHON" >/dev/null 2>&1 || { log "error: $PYTHON not found; install Python >= 3.10 or set PYTHON=/path/to/python3"; exit 2; }
+"$PYTHON" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else 1)' || {
+  log "error: Python >= 3.10 is needed, found $("$PYTHON" -V 2>&1); set PYTHON=/path/to/python3.11"; exit 2; }
+
+key=$( { cat "$ROOT/setup.cfg" "$ROOT/pyproject.toml"; echo "$EXTRAS"; "$PYTHON" -V; } | sha256sum | cut -c1-16)
+VENV=${MONAI_OSTEO_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/monai_osteo/venv-$key}
+
+setup_env() {
+  mkdir -p "$(dirname "$VENV")"
+  exec 9>"$VENV.lock"
+  flock 9
+  if [ ! -f "$VENV/.complete" ]; then
+    log "creating environment $VENV (first run: downloads torch, MONAI, ITK, ...; several minutes)"
+    rm -rf "$VENV"
+    "$PYTHON" -m venv "$VENV"
+    "$VENV/bin/python" -m pip install -q --upgrade pip setuptools wheel
+    "$VENV/bin/python" -m pip install -q -e "$ROOT[$EXTRAS]"
+    touch "$VENV/.complete"
+  fi
+  # point the environment at this clone (cheap; the environment may be shared by several clones)
+  "$VENV/bin/python" -m pip install -q --no-deps --no-build-isolation -e "$ROOT" >/dev/null
+  flock -u 9
+}
+
+job=${1:-}
+[ $# -gt 0 ] && shift
+case "$job" in
+  setup)
+    setup_env; log "environment ready: $VENV" ;;
+  demo)
+    setup_env
+    cd "$ROOT"
+    exec "$VENV/bin/python" -m monai_osteo.demo "$@" ;;
+  test)
+    setup_env
+    cd "$ROOT"
+    log "ruff check"
+    "$VENV/bin/ruff" check .
+    log "pytest"
+    set +e
+    "$VENV/bin/python" -m pytest "$@"
+    rc=$?
+    set -e
+    if [ "$rc" -eq 5 ]; then log "pytest collected no tests"; exit 0; fi
+    exit "$rc" ;;
+  python)
+    setup_env
+    exec "$VENV/bin/python" "$@" ;;
+  *)
+    sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+esac
