@@ -141,7 +141,10 @@ def render_hand(hand: Hand, shape: tuple[int, int], spacing: float, rng: np.rand
         _, d, _, radius = _tube_geometry(s, xs, ys)
         thick = s.depth * _chord(1.0, d / radius)
         soft[sl] = np.maximum(soft[sl], thick)
-    atten += MU_SOFT * soft
+    # acquisition: tube voltage changes bone-to-soft-tissue contrast, body habitus the soft-tissue load
+    bone_contrast, soft_load = float(rng.uniform(0.8, 1.2)), float(rng.uniform(0.8, 1.3))
+    atten += MU_SOFT * soft_load * soft
+    bone_atten = np.zeros(shape, dtype=np.float64)
 
     truth = np.zeros(shape, dtype=np.uint8)
     signed = []  # (slice, signed distance, label) of target bones, in drawing order
@@ -162,7 +165,8 @@ def render_hand(hand: Hand, shape: tuple[int, int], spacing: float, rng: np.rand
                 continue
             sl, xs, ys = win
             a = _bone_ellipsoid(b, xs, ys, field[sl])
-        atten[sl] += a
+        bone_atten[sl] += a
+    atten += bone_contrast * bone_atten
 
     acq: dict = {"ring": hand.ring is not None, "missing_bones": list(hand.missing), "laterality": hand.laterality}
     if hand.ring is not None:
@@ -190,7 +194,8 @@ def render_hand(hand: Hand, shape: tuple[int, int], spacing: float, rng: np.rand
     gamma = float(rng.uniform(0.75, 1.3))
     display = np.clip((measured - lo) / max(hi - lo, 1e-6), 0.0, 1.0) ** gamma
     image = np.round(display * 65535.0).astype(np.uint16)
-    acq.update(blur_mm=round(blur_mm, 4), photons_per_pixel=round(photons, 2), gamma=round(gamma, 4))
+    acq.update(blur_mm=round(blur_mm, 4), photons_per_pixel=round(photons, 2), gamma=round(gamma, 4),
+               bone_contrast=round(bone_contrast, 4), soft_tissue_load=round(soft_load, 4))
 
     masks, weights = _annotate(signed, shape, sp, rng, annotators)
     return RenderedHand(image=image, truth=truth, annotators=masks, weights=weights, acquisition=acq)

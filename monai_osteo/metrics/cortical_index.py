@@ -1,0 +1,86 @@
+"""Second-metacarpal cortical index (2MCI) measured on a radiograph with a bone mask.
+
+The classical radiographic osteoporosis index: at mid-shaft of the 2nd metacarpal,
+``2MCI = (outer width - medullary width) / outer width``. The outer width comes from the mask; the
+medullary width is the distance between the two inner cortical edges, where the projected cortical
+path length (and so the radiograph intensity) peaks. Profiles across the shaft are sampled along the
+bone's principal axis over the central part of its length, re-centred on the mask and averaged.
+
+- [0] Patel et al., 2020, The 2nd metacarpal cortical index as a simple screening tool for osteopenia.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+__all__ = ["metacarpal_cortical_index"]
+
+
+def _edges(profile: np.ndarray, s: np.ndarray) -> tuple[float, float] | None:
+    """Sub-sample positions where a mask profile crosses 0.5 first and last."""
+    inside = np.flatnonzero(profile >= 0.5)
+    if inside.size < 2 or inside[0] == 0 or inside[-1] == len(s) - 1:
+        return None
+    i, j = inside[0], inside[-1]
+    left = s[i - 1] + (0.5 - profile[i - 1]) / (profile[i] - profile[i - 1]) * (s[i] - s[i - 1])
+    right = s[j] + (profile[j] - 0.5) / (profile[j] - profile[j + 1]) * (s[j + 1] - s[j])
+    return float(left), float(right)
+
+
+def metacarpal_cortical_index(image, mask, label: int = 4, central_fraction: float = 0.2, lines: int = 21,
+                              step: float = 0.25, min_pixels: int = 30) -> float:
+    """Cortical index of the bone ``mask == label`` (default 4 = M2 in monai_osteo label maps).
+
+    Args:
+        image: (H, W) or (1, H, W) radiograph, bone bright.
+        mask: label map of the same spatial shape.
+        label: label value of the bone to measure.
+        central_fraction: share of the bone length around mid-shaft that is profiled.
+        lines: number of profiles across the shaft.
+        step: sampling step along each profile, in pixels.
+        min_pixels: smaller bones are reported as not measurable.
+
+    Returns:
+        the index in [0, 1], or NaN when the bone is absent, too small or not closed within the image.
+    """
+    img = np.asarray(image, dtype=np.float64)
+    lab = np.asarray(mask)
+    if img.ndim == 3 and img.shape[0] == 1:
+        img = img[0]
+    if lab.ndim == 3 and lab.shape[0] == 1:
+        lab = lab[0]
+    if img.ndim != 2 or img.shape != lab.shape:
+        raise ValueError(f"image and mask must be (H, W) of the same shape, got {img.shape} and {lab.shape}.")
+    bone = lab == label
+    pts = np.argwhere(bone).astype(np.float64)
+    if len(pts) < min_pixels:
+        return float("nan")
+    center = pts.mean(0)
+    evals, evecs = np.linalg.eigh(np.cov((pts - center).T))
+    axis, normal = evecs[:, 1], evecs[:, 0]
+    t = (pts - center) @ axis
+    t0, t1 = np.percentile(t, [0.5, 99.5])
+    mid = 0.5 * (t0 + t1)
+    half = float(np.percentile(np.abs((pts - center) @ normal), 99.5)) * 1.8 + 3.0
+    s = np.arange(-half, half + step, step)
+    ts = mid + np.linspace(-0.5, 0.5, lines) * central_fraction * (t1 - t0)
+    coords = center[:, None, None] + axis[:, None, None] * ts[None, :, None] + normal[:, None, None] * s[None, None, :]
+    prof_img = ndimage.map_coordinates(img, coords, order=1, mode="nearest")
+    prof_msk = ndimage.map_coordinates(bone.astype(np.float64), coords, order=1, mode="constant")
+    widths, centred = [], []
+    for k in range(lines):
+        e = _edges(prof_msk[k], s)
+        if e is None:
+            continue
+        widths.append(e[1] - e[0])
+        centred.append(np.interp(s, s - 0.5 * (e[0] + e[1]), prof_img[k]))
+    if len(widths) < max(3, lines // 3):
+        return float("nan")
+    width = float(np.median(widths))
+    profile = ndimage.gaussian_filter1d(np.mean(centred, 0), 0.5 / step)
+    inner = np.abs(s) <= 0.5 * width
+    left = (s <= 0) & inner
+    right = (s >= 0) & inner
+    medullary = s[right][np.argmax(profile[right])] - s[left][np.argmax(profile[left])]
+    return float(np.clip(1.0 - medullary / width, 0.0, 1.0))
