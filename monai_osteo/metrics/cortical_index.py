@@ -2,9 +2,10 @@
 
 The classical radiographic osteoporosis index: at mid-shaft of the 2nd metacarpal,
 ``2MCI = (outer width - medullary width) / outer width``. The outer width comes from the mask; the
-medullary width is the diameter of the medullary canal, found by fitting the projection of a tube (cortical
-shell + canal, blurred) of the mask's outer width to the intensity profile. Profiles across the shaft are sampled along the
-bone's principal axis over the central part of its length, re-centred on the mask and averaged.
+medullary width is the canal diameter, found by fitting the projection of a tube (cortical shell +
+canal, blurred) of the mask's outer width to the intensity profile. Profiles across the shaft are
+sampled along the bone's principal axis over the central part of its length, re-centred on the mask
+and averaged.
 
 - [0] Patel et al., 2020, The 2nd metacarpal cortical index as a simple screening tool for osteopenia.
 """

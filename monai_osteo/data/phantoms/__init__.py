@@ -3,7 +3,12 @@
 from monai_osteo.data.phantoms.anatomy import BONE_LABELS, place_hand
 from monai_osteo.data.phantoms.cohort import FIELD_MM, PRESETS, ensure_hand_cohort, generate_hand_cohort, render_subject
 from monai_osteo.data.phantoms.render import render_hand
-from monai_osteo.data.phantoms.subjects import T_SCORE_THRESHOLD, SubjectPhenotype, sample_cohort_subjects, sample_subject
+from monai_osteo.data.phantoms.subjects import (
+    T_SCORE_THRESHOLD,
+    SubjectPhenotype,
+    sample_cohort_subjects,
+    sample_subject,
+)
 
 __all__ = [
     "BONE_LABELS", "FIELD_MM", "PRESETS", "T_SCORE_THRESHOLD", "SubjectPhenotype", "ensure_hand_cohort",

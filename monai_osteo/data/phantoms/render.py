@@ -59,7 +59,8 @@ def _tube_geometry(tube: Tube, xs, ys):
     t = np.clip((xs - p0[0]) * u[0] + (ys - p0[1]) * u[1], 0.0, length)
     d = np.hypot(xs - (p0[0] + t * u[0]), ys - (p0[1] + t * u[1]))
     w = max(0.2 * length, 3.0)
-    radius = tube.radius * (1.0 + tube.flare0 * np.exp(-((t / w) ** 2)) + tube.flare1 * np.exp(-(((length - t) / w) ** 2)))
+    flare = tube.flare0 * np.exp(-((t / w) ** 2)) + tube.flare1 * np.exp(-(((length - t) / w) ** 2))
+    radius = tube.radius * (1.0 + flare)
     return t, d, length, radius
 
 
@@ -86,7 +87,8 @@ def _bone_tube(tube: Tube, xs, ys, field):
     ci = tube.cortical_index * shaft + 0.12 * (1.0 - shaft)
     inner = radius * (1.0 - ci)
     frac = np.clip(tube.trabecular * (0.2 * shaft + (1.0 - shaft)), 1e-3, 0.95)
-    atten = MU_BONE * (tube.density * (_chord(radius, d) - _chord(inner, d)) + TRAB_MU * _chord(inner, d) * _trabeculae(field, frac))
+    canal = _chord(inner, d)
+    atten = MU_BONE * (tube.density * (_chord(radius, d) - canal) + TRAB_MU * canal * _trabeculae(field, frac))
     return atten, d - radius
 
 
