@@ -33,38 +33,52 @@ def _chord(radius, d):
     return 2.0 * np.sqrt(np.clip(radius * radius - d * d, 0.0, None))
 
 
-def _fit_tube_profile(profile: np.ndarray, s: np.ndarray, radius: float) -> float:
+def _grid_fit(profile, s, fit, radius, ci_grid, scales, sigmas):
+    """Best (residual, index, scale, sigma) of the tube model over a grid; linear coefficients exact."""
+    step = float(s[1] - s[0])
+    y = profile[fit]
+    best = (np.inf, float("nan"), 1.0, sigmas[0])
+    for scale in scales:
+        r_out = radius * scale
+        canal = _chord(r_out * (1.0 - ci_grid)[:, None], s[None, :])
+        shell = _chord(r_out, s)[None, :] - canal
+        for sigma in sigmas:
+            cortex = ndimage.gaussian_filter1d(shell, sigma / step, axis=1)[:, fit]
+            med = ndimage.gaussian_filter1d(canal, sigma / step, axis=1)[:, fit]
+            x = np.stack([cortex, med, np.ones_like(cortex), np.broadcast_to(s[fit], cortex.shape)], axis=2)
+            xtx = np.einsum("kni,knj->kij", x, x) + 1e-9 * np.eye(4)
+            coef = np.linalg.solve(xtx, np.einsum("kni,n->ki", x, y)[..., None])[..., 0]
+            resid = ((np.einsum("kni,ki->kn", x, coef) - y) ** 2).sum(1)
+            resid[coef[:, 0] <= 0] = np.inf  # the cortex must be brighter than background
+            k = int(np.argmin(resid))
+            if resid[k] < best[0]:
+                best = (float(resid[k]), float(ci_grid[k]), float(scale), float(sigma))
+    return best
+
+
+def _fit_tube_profile(profile: np.ndarray, s: np.ndarray, radius: float, fit_outer: bool = False) -> float:
     """Least-squares fit of a blurred projected tube to a cross-shaft profile; returns 1 - inner/outer radius.
 
     Model: ``a * cortex(s) + b * canal(s) + c + e * s`` blurred by a Gaussian, with ``cortex`` and
-    ``canal`` the chord lengths through the cortical shell and the medullary canal of a tube of outer
-    radius ``radius`` (from the mask). The index and the blur are searched on a grid, the four linear
-    coefficients solved exactly. Locating intensity peaks instead is biased by blur on thick cortices.
+    ``canal`` the chord lengths through the cortical shell and the medullary canal of a tube. The outer
+    radius starts from the mask (``radius``) and, with ``fit_outer``, is refined within ±15% so that a
+    loose or tight annotation does not bias the index. Index, radius and blur are searched on a coarse
+    grid, then a fine one around the best; the four linear coefficients are solved exactly. Locating
+    intensity peaks instead is biased by blur on thick cortices.
     """
     fit = np.abs(s) <= 1.3 * radius
-    step = float(s[1] - s[0])
-    ci_grid = np.linspace(0.03, 0.97, 189)
-    inner = radius * (1.0 - ci_grid)[:, None]
-    outer = _chord(radius, s)[None, :]
-    canal = _chord(inner, s[None, :])
-    best = (np.inf, float("nan"))
-    for sigma in (0.3, 0.6, 0.9, 1.2, 1.6, 2.0, 2.5):
-        cortex = ndimage.gaussian_filter1d(outer - canal, sigma / step, axis=1)[:, fit]
-        med = ndimage.gaussian_filter1d(canal, sigma / step, axis=1)[:, fit]
-        x = np.stack([cortex, med, np.ones_like(cortex), np.broadcast_to(s[fit], cortex.shape)], axis=2)
-        y = profile[fit]
-        xtx = np.einsum("kni,knj->kij", x, x) + 1e-9 * np.eye(4)
-        coef = np.linalg.solve(xtx, np.einsum("kni,n->ki", x, y)[..., None])[..., 0]
-        resid = ((np.einsum("kni,ki->kn", x, coef) - y) ** 2).sum(1)
-        resid[coef[:, 0] <= 0] = np.inf  # the cortex must be brighter than background
-        k = int(np.argmin(resid))
-        if resid[k] < best[0]:
-            best = (float(resid[k]), float(ci_grid[k]))
-    return best[1]
+    scales = np.linspace(0.85, 1.15, 16) if fit_outer else np.array([1.0])
+    _, ci, scale, sigma = _grid_fit(profile, s, fit, radius, np.linspace(0.03, 0.97, 95), scales,
+                                    (0.3, 0.7, 1.2, 1.8, 2.5))
+    fine_scales = scale + np.linspace(-0.02, 0.02, 9) if fit_outer else np.array([1.0])
+    fine_sigmas = tuple(sigma * f for f in (0.75, 1.0, 1.3))
+    _, ci, _, _ = _grid_fit(profile, s, fit, radius, np.clip(ci + np.linspace(-0.012, 0.012, 13), 0.01, 0.99),
+                            fine_scales, fine_sigmas)
+    return ci
 
 
 def metacarpal_cortical_index(image, mask, label: int = 4, central_fraction: float = 0.2, lines: int = 21,
-                              step: float = 0.25, min_pixels: int = 30) -> float:
+                              step: float = 0.25, min_pixels: int = 30, fit_outer: bool = False) -> float:
     """Cortical index of the bone ``mask == label`` (default 4 = M2 in monai_osteo label maps).
 
     Args:
@@ -75,6 +89,9 @@ def metacarpal_cortical_index(image, mask, label: int = 4, central_fraction: flo
         lines: number of profiles across the shaft.
         step: sampling step along each profile, in pixels.
         min_pixels: smaller bones are reported as not measurable.
+        fit_outer: refine the outer width from the image (within ±15% of the mask's) instead of trusting
+            the mask. Use it for annotator or predicted masks, whose boundary error otherwise enters the
+            index directly; leave it off for exact masks, where it only adds variance on thin cortices.
 
     Returns:
         the index in [0, 1], or NaN when the bone is absent, too small or not closed within the image.
@@ -114,4 +131,4 @@ def metacarpal_cortical_index(image, mask, label: int = 4, central_fraction: flo
         return float("nan")
     width = float(np.median(widths))
     profile = np.mean(centred, 0)
-    return _fit_tube_profile(profile, s, 0.5 * width)
+    return _fit_tube_profile(profile, s, 0.5 * width, fit_outer)

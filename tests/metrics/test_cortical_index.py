@@ -29,6 +29,16 @@ def test_matches_analytic_tube(ci):
     assert abs(metacarpal_cortical_index(img[None], mask[None]) - ci) < 0.03
 
 
+def test_fit_outer_corrects_a_loose_or_tight_mask():
+    img, mask = _tube(0.45)
+    for grow in (-1, 1):
+        bone = mask > 0
+        bone = ndimage.binary_dilation(bone) if grow > 0 else ndimage.binary_erosion(bone)
+        off = metacarpal_cortical_index(img, bone.astype(np.uint8) * 4)
+        fitted = metacarpal_cortical_index(img, bone.astype(np.uint8) * 4, fit_outer=True)
+        assert abs(fitted - 0.45) < 0.03 < abs(off - 0.45)
+
+
 def test_tracks_phantom_phenotype():
     truth, measured = [], []
     for i in range(24):

@@ -28,7 +28,7 @@ __all__ = ["FIELD_MM", "PRESETS", "generate_hand_cohort", "ensure_hand_cohort", 
 
 logger = logging.getLogger(__name__)
 
-FIELD_MM = (290.0, 203.0)  # detector field (height, width) in millimetres
+FIELD_MM = (290.0, 290.0 * 2515 / 3588)  # detector field (height, width) in mm; 3588 rows -> 2515 columns
 GENERATOR_VERSION = 1
 #: named sizes; "paper" is the labelled cohort's resolution (2515 x 3588)
 PRESETS = {
