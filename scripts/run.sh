@@ -17,9 +17,9 @@ EXTRAS=${MONAI_OSTEO_EXTRAS:-test,radiomics}
 
 log() { printf '[monai_osteo] %s\n' "$*" >&2; }
 
-command -v "$PYTHON" >/dev/null 2>&1 || { log "error: $PYTHON not found; install Python >= 3.10 or set PYTHON=/path/to/python3"; exit 2; }
-"$PYTHON" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else 1)' || {
-  log "error: Python >= 3.10 is needed, found $("$PYTHON" -V 2>&1); set PYTHON=/path/to/python3.11"; exit 2; }
+command -v "$PYTHON" >/dev/null 2>&1 || { log "error: $PYTHON not found; install Python >= 3.11 or set PYTHON=/path/to/python3"; exit 2; }
+"$PYTHON" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' || {
+  log "error: Python >= 3.11 is needed, found $("$PYTHON" -V 2>&1); set PYTHON=/path/to/python3.11"; exit 2; }
 
 key=$( { cat "$ROOT/setup.cfg" "$ROOT/pyproject.toml"; echo "$EXTRAS"; "$PYTHON" -V; } | sha256sum | cut -c1-16)
 VENV=${MONAI_OSTEO_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/monai_osteo/venv-$key}
