@@ -3,6 +3,7 @@
 from monai_osteo.data.phantoms import ensure_hand_cohort, generate_hand_cohort
 from monai_osteo.data.readers import (
     SUPPORTED_SUFFIXES,
+    LoadAnnotatorMasksd,
     LoadRadiograph,
     LoadRadiographD,
     LoadRadiographd,
@@ -13,6 +14,7 @@ from monai_osteo.data.splits import subject_split
 
 __all__ = [
     "SUPPORTED_SUFFIXES",
+    "LoadAnnotatorMasksd",
     "LoadRadiograph",
     "LoadRadiographD",
     "LoadRadiographDict",

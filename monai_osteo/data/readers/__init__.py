@@ -17,8 +17,10 @@ from monai_osteo.data.readers.functional import (
     rgb_to_gray,
     valid_spacing,
 )
+from monai_osteo.data.readers.masks import LoadAnnotatorMasksd
 
 __all__ = [
+    "LoadAnnotatorMasksd",
     "LUMA_WEIGHTS_BT601",
     "SUPPORTED_SUFFIXES",
     "VOI_LUT_FUNCTIONS",

@@ -123,6 +123,7 @@ class LoadRadiograph(Transform):
         normalize: min-max normalise to [0, 1] after windowing/inversion; False keeps the modality values.
         use_voi: apply the DICOM VOI window when the file has one (only with ``normalize=True``).
         keep_dicom_header: keep every DICOM tag (pydicom JSON model) in the metadata.
+        allow_constant: accept constant images (with ``normalize=False``), e.g. a label map without any label.
 
     Raises:
         RadiographReadError: (a ``ValueError``) for missing, empty, truncated, corrupt, unsupported, wrongly
@@ -137,7 +138,12 @@ class LoadRadiograph(Transform):
     backend = [TransformBackends.NUMPY]
 
     def __init__(
-        self, spatial_dims: int = 2, normalize: bool = True, use_voi: bool = True, keep_dicom_header: bool = False
+        self,
+        spatial_dims: int = 2,
+        normalize: bool = True,
+        use_voi: bool = True,
+        keep_dicom_header: bool = False,
+        allow_constant: bool = False,
     ) -> None:
         if spatial_dims not in (2, 3):
             raise ValueError(f"spatial_dims must be 2 (radiograph) or 3 (volume), got {spatial_dims!r}.")
@@ -145,6 +151,9 @@ class LoadRadiograph(Transform):
         self.normalize = normalize
         self.use_voi = use_voi
         self.keep_dicom_header = keep_dicom_header
+        if allow_constant and normalize:
+            raise ValueError("allow_constant=True needs normalize=False (a constant image cannot be normalised).")
+        self.allow_constant = allow_constant
         self._loader = _shared_loader()
         self._readers = {
             "dicom": PydicomReader(swap_ij=False, prune_metadata=False),
@@ -346,7 +355,7 @@ class LoadRadiograph(Transform):
                 "(e.g. numpy.nan_to_num) and save again.",
             )
         lo, hi = float(arr.min()), float(arr.max())
-        if not hi > lo:
+        if not hi > lo and not self.allow_constant:
             raise RadiographReadError(
                 path, f"the image is constant (every pixel = {lo:g}), so it carries no image; check the export."
             )
