@@ -114,8 +114,8 @@ class ConsensusDiceMetric(CumulativeIterationMetric):
     """Per-bone Dice of the predicted labels against the annotators' weighted consensus.
 
     ``__call__(y_pred, y)`` with ``y_pred`` (B, C, *spatial) class probabilities (e.g. the mixture mean) and
-    ``y`` a tuple ``(masks (B, M, *spatial), weights (B, M))``; ``aggregate()`` returns the mean over images and
-    bones (NaNs ignored), or per bone with ``reduction="mean_batch"``.
+    ``y`` a dict ``{"masks": (B, M, *spatial), "weights": (B, M) or None}``; ``aggregate()`` returns the mean
+    over images and bones (NaNs ignored), or per bone with ``reduction="mean_batch"``.
     """
 
     def __init__(self, num_classes: int, reduction: MetricReduction | str = MetricReduction.MEAN) -> None:
@@ -123,13 +123,13 @@ class ConsensusDiceMetric(CumulativeIterationMetric):
         self.num_classes = num_classes
         self.reduction = reduction
 
-    def __call__(self, y_pred: torch.Tensor, y=None):  # tuples are data here, not MONAI's decollated lists
+    def __call__(self, y_pred: torch.Tensor, y=None):  # y is a dict, not MONAI's list of channel-first items
         ret = self._compute_tensor(y_pred, y)
         self.extend(ret)
         return ret
 
     def _compute_tensor(self, y_pred: torch.Tensor, y=None) -> torch.Tensor:  # type: ignore[override]
-        masks, weights = y
+        masks, weights = y["masks"], y.get("weights")
         target = consensus_labels(masks.detach(), None if weights is None else weights.detach(), self.num_classes)
         return per_class_dice(y_pred.detach().argmax(1), target, self.num_classes)
 
@@ -142,24 +142,27 @@ class ConsensusDiceMetric(CumulativeIterationMetric):
 class GEDMetric(CumulativeIterationMetric):
     """Squared generalized energy distance between predicted hypotheses and annotations, averaged over images.
 
-    ``__call__(y_pred, y)`` with ``y_pred`` a tuple ``(sample_labels (B, N, *spatial), alpha (B, N))`` and ``y`` a
-    tuple ``(masks (B, M, *spatial), weights (B, M))``.
+    ``__call__(y_pred, y)`` with ``y_pred`` a dict ``{"samples": (B, N, *spatial) labels, "alpha": (B, N)}`` and ``y``
+    a dict ``{"masks": (B, M, *spatial), "weights": (B, M) or None}`` (dicts, because Ignite would unroll tuples).
     """
 
     def __init__(self, num_classes: int) -> None:
         super().__init__()
         self.num_classes = num_classes
 
-    def __call__(self, y_pred, y=None):  # tuples are data here, not MONAI's decollated lists
+    def __call__(self, y_pred, y=None):  # dicts, not MONAI's list of channel-first items
         ret = self._compute_tensor(y_pred, y)
         self.extend(ret)
         return ret
 
     def _compute_tensor(self, y_pred, y=None) -> torch.Tensor:  # type: ignore[override]
-        samples, alpha = y_pred
-        masks, weights = y
-        out = [generalized_energy_distance(samples[i], alpha[i], masks[i], None if weights is None else weights[i],
-                                           self.num_classes) for i in range(samples.shape[0])]
+        samples, alpha = y_pred["samples"], y_pred.get("alpha")
+        masks, weights = y["masks"], y.get("weights")
+        out = [
+            generalized_energy_distance(samples[i], None if alpha is None else alpha[i], masks[i],
+                                        None if weights is None else weights[i], self.num_classes)
+            for i in range(samples.shape[0])
+        ]
         return torch.stack(out)[:, None]
 
     def aggregate(self):

@@ -58,8 +58,8 @@ def test_cumulative_metrics_aggregate():
     target = consensus_labels(masks, weights, 3)
     perfect = one_hot(target[:, None], 3).float()
     dice = ConsensusDiceMetric(3)
-    dice(perfect, (masks, weights))
+    dice(perfect, {"masks": masks, "weights": weights})
     assert abs(float(dice.aggregate()) - 1.0) < 1e-6
     ged = GEDMetric(3)
-    ged((masks, weights), (masks, weights))
+    ged({"samples": masks, "alpha": weights}, {"masks": masks, "weights": weights})
     assert abs(float(ged.aggregate())) < 1e-6
