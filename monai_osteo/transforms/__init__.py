@@ -23,9 +23,33 @@ from monai_osteo.transforms.otsu import (
     OtsuPseudoMaskDict,
 )
 from monai_osteo.transforms.presets import hand_view_augmentation, hand_view_augmentationd
+from monai_osteo.transforms.texture import (
+    GLCM_FEATURES,
+    NORMALIZE_MODES,
+    TP_SWAV_FEATURES,
+    GLCMTextureMap,
+    GLCMTextureMapD,
+    GLCMTextureMapd,
+    GLCMTextureMapDict,
+    TexturePool,
+    TexturePoolD,
+    TexturePoold,
+    TexturePoolDict,
+)
 
 __all__ = [
     "BONE_META_KEYS",
+    "GLCM_FEATURES",
+    "NORMALIZE_MODES",
+    "TP_SWAV_FEATURES",
+    "GLCMTextureMap",
+    "GLCMTextureMapD",
+    "GLCMTextureMapDict",
+    "GLCMTextureMapd",
+    "TexturePool",
+    "TexturePoolD",
+    "TexturePoolDict",
+    "TexturePoold",
     "PSEUDO_MASK_METHODS",
     "BoneRecord",
     "ExtractBonePatches",

@@ -1,0 +1,28 @@
+"""GLCM texture maps exact against pyradiomics' voxel-based mode, and the TP-SwAV texture pool (§2.1, Fig. 1C)."""
+
+from monai_osteo.transforms.texture.array import NORMALIZE_MODES, GLCMTextureMap, TexturePool
+from monai_osteo.transforms.texture.dictionary import (
+    GLCMTextureMapD,
+    GLCMTextureMapd,
+    GLCMTextureMapDict,
+    TexturePoolD,
+    TexturePoold,
+    TexturePoolDict,
+)
+from monai_osteo.transforms.texture.functional import (
+    GLCM_FEATURES,
+    TP_SWAV_FEATURES,
+    bin_edges,
+    discretise,
+    glcm_directions,
+    glcm_feature_maps,
+    glcm_texture_maps,
+    window_sum,
+)
+
+__all__ = [
+    "GLCM_FEATURES", "NORMALIZE_MODES", "TP_SWAV_FEATURES",
+    "GLCMTextureMap", "GLCMTextureMapD", "GLCMTextureMapDict", "GLCMTextureMapd",
+    "TexturePool", "TexturePoolD", "TexturePoolDict", "TexturePoold",
+    "bin_edges", "discretise", "glcm_directions", "glcm_feature_maps", "glcm_texture_maps", "window_sum",
+]
