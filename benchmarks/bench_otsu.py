@@ -24,12 +24,12 @@ import argparse
 import os
 import platform
 import sys
-import time
 
 import monai
 import numpy as np
 import skimage
 import torch
+from _timing import median_round_times  # noqa: E402  (benchmarks/ is on sys.path)
 from monai.transforms import ForegroundMask
 from skimage.filters import threshold_otsu
 
@@ -45,19 +45,6 @@ def bimodal_batch(n: int, size: int, seed: int = 0) -> np.ndarray:
         fg = rng.random((size, size)) < share
         out.append(np.where(fg, rng.normal(b, s[1], (size, size)), rng.normal(a, s[0], (size, size))))
     return np.stack(out)[:, None].astype(np.float32)
-
-
-def median_round_times(contenders: dict, rounds: int, warmup: int) -> dict[str, float]:
-    """Median wall time (s) per contender, one call of each per round, rounds interleaved."""
-    times: dict[str, list[float]] = {name: [] for name in contenders}
-    for r in range(warmup + rounds):
-        for name, fn in contenders.items():
-            start = time.perf_counter()
-            fn()
-            elapsed = time.perf_counter() - start
-            if r >= warmup:
-                times[name].append(elapsed)
-    return {name: float(np.median(t)) for name, t in times.items()}
 
 
 def main() -> None:

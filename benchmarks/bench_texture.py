@@ -42,6 +42,7 @@ import time
 import monai
 import numpy as np
 import torch
+from _timing import median_round_times  # noqa: E402  (benchmarks/ is on sys.path)
 
 from monai_osteo.transforms.texture import TP_SWAV_FEATURES, GLCMTextureMap
 
@@ -57,18 +58,6 @@ def ct_like(shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
 
     x = gaussian_filter(np.random.default_rng(seed).normal(size=shape), 1.5)
     return np.round(300 + 150 * x / x.std()).astype(np.int16)
-
-
-def median_round_times(contenders: dict, rounds: int, warmup: int) -> dict[str, float]:
-    """Median wall time (s) per contender, one call of each per round, rounds interleaved."""
-    times: dict[str, list[float]] = {name: [] for name in contenders}
-    for r in range(warmup + rounds):
-        for name, fn in contenders.items():
-            start = time.perf_counter()
-            fn()
-            if r >= warmup:
-                times[name].append(time.perf_counter() - start)
-    return {name: float(np.median(t)) for name, t in times.items()}
 
 
 def pyradiomics_maps(image: np.ndarray) -> tuple[np.ndarray, float]:
