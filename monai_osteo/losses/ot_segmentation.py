@@ -44,7 +44,9 @@ class OTSegmentationLoss(_Loss):
         lam: weight of ``KL(T* 1 || alpha)``. Settable attribute.
         cost: ``"iou"`` (soft ``1 - IoU``, the GED metric, averaged over the classes present in either mask, see
             :func:`~monai_osteo.losses.functional.ot.soft_iou_cost`) or ``"ce"`` (pixel-mean cross-entropy).
-        include_background: include class 0 in the IoU average (``"iou"`` only).
+        include_background: include class 0 in the IoU average (``"iou"`` only). Default True: without the
+            background term the softmax mass of background pixels can settle on a foreground class, whose IoU
+            gradient there is only ~inter/union^2 (observed: a U-Net labelling all background as M1).
         reduction: over the batch, ``"mean"``, ``"sum"`` or ``"none"``.
         eps: floor of ``alpha`` in the KL term and of the IoU union.
 
@@ -58,7 +60,7 @@ class OTSegmentationLoss(_Loss):
         gamma: float = 1.0,
         lam: float = 1.0,
         cost: str = "iou",
-        include_background: bool = False,
+        include_background: bool = True,
         reduction: LossReduction | str = LossReduction.MEAN,
         eps: float = 1e-8,
     ):

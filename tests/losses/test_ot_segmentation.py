@@ -125,7 +125,7 @@ def test_loss_value_reduction_and_last():
     loss_fn = OTSegmentationLoss(gamma=0.3, lam=0.5, reduction="none")
     loss = loss_fn(logits, alpha, masks, beta)
     assert loss.shape == (2,) and loss.dtype == torch.float64
-    cost = soft_iou_cost(torch.softmax(logits.flatten(1, 2), 2), masks)
+    cost = soft_iou_cost(torch.softmax(logits.flatten(1, 2), 2), masks, include_background=True)  # loss default
     plan = batch_capacity_constrained_coupling(cost, beta, 0.3)
     expected = (plan * cost).sum((1, 2)) + 0.5 * kl_divergence(plan.sum(2), alpha.flatten(1))
     assert_allclose(loss, expected, rtol=1e-12)
@@ -207,3 +207,21 @@ def test_coupling_is_feasible_with_float32_weights_and_gamma_at_its_bounds():
     np.testing.assert_allclose(single[0], beta, atol=1e-12)
     np.testing.assert_allclose(tight.sum(1), 0.25, atol=1e-12)
     np.testing.assert_allclose(tight.sum(0), beta, atol=1e-12)
+
+
+def test_default_cost_pulls_background_back_from_a_foreground_class_that_swallowed_it():
+    # 64x64 image with a 4x4 bone of class 1 and one of class 2; the prediction labels all background as class 1
+    labels = torch.zeros(1, 1, 64, 64, dtype=torch.long)
+    labels[..., :4, :4], labels[..., -4:, -4:] = 1, 2
+    swallowed = torch.where(labels == 2, 2, 1)
+    logits = F.one_hot(swallowed, 3).permute(0, 1, 4, 2, 3).float().requires_grad_(True)  # p(class 1) ~ 0.58
+
+    def push_to_background(include_background: bool) -> float:
+        """Descent direction of the background logit summed over background pixels (> 0: towards background)."""
+        logits.grad = None
+        OTSegmentationLoss(include_background=include_background)(logits, torch.ones(1, 1), labels, None).backward()
+        return -float(logits.grad[:, :, 0][labels == 0].sum())
+
+    # without the background term the way out of this state is a plateau (gradient ~ inter / union^2)
+    assert push_to_background(True) > 20 * push_to_background(False) > 0
+    assert OTSegmentationLoss().include_background
