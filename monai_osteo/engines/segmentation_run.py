@@ -35,8 +35,9 @@ from monai_osteo.engines.ot_segmentation import (
 )
 from monai_osteo.handlers import GammaAnnealingHandler
 from monai_osteo.losses import OTSegmentationLoss
-from monai_osteo.metrics import ConsensusDiceMetric, GEDMetric
+from monai_osteo.metrics import ConsensusDiceMetric, GEDMetric, consensus_labels
 from monai_osteo.networks.nets import MultiDecoderOTUNet
+from monai_osteo.report import save_segmentation_png
 
 logger = logging.getLogger("monai_osteo.segmentation")
 BONES = ("ulna", "radius", "M1", "M2", "M3", "M4", "M5")
@@ -73,6 +74,22 @@ def evaluator_for(net, loader, device, num_classes: int, num_samples: int | None
                                                                  output_transform=dice_output_transform,
                                                                  save_details=False)},
     )
+
+
+@torch.no_grad()
+def save_examples(net, loader, path: Path, num_classes: int, num_samples: int | None, count: int = 4) -> Path:
+    """PNG of the first ``count`` images: radiograph, consensus, mixture-mean labels, uncertainty."""
+    net.eval()
+    batch = next(iter(loader))
+    device = next(net.parameters()).device
+    kwargs = {} if num_samples is None else {"num_samples": num_samples}
+    out = net(batch["image"][:count].to(device), **kwargs)
+    target = consensus_labels(batch["masks"][:count], batch.get("mask_weights", None)[:count], num_classes)
+    unc = out.get("uncertainty")
+    return save_segmentation_png(
+        path, [i[0].cpu().numpy() for i in batch["image"][:count]], target.cpu().numpy(),
+        out["mean_prob"].argmax(1).cpu().numpy(), None if unc is None else unc[:, 0].cpu().numpy(),
+        title=f"{type(net).__name__}: mixture mean and its predictive entropy (test images)")
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -127,6 +144,7 @@ def run(args: argparse.Namespace) -> dict:
     test = evaluator_for(net, loaders["test"], device, args.classes, args.eval_samples)
     test.run()
     per_bone = np.asarray(test.state.metrics["dice_per_bone"], dtype=float).ravel().tolist()
+    save_examples(net, loaders["test"], out / "test_examples.png", args.classes, args.eval_samples)
     result = {
         "model": "single-decoder U-Net" if args.decoders == 1 and args.latent == 0 else
                  f"OT multi-decoder U-Net (K={args.decoders}, S={args.samples}, L={args.latent})",

@@ -1,5 +1,5 @@
 """Screening reports and figures."""
 
-from monai_osteo.report.figures import save_roc_png
+from monai_osteo.report.figures import BONE_COLORS, overlay_labels, save_roc_png, save_segmentation_png
 
-__all__ = ["save_roc_png"]
+__all__ = ["BONE_COLORS", "overlay_labels", "save_roc_png", "save_segmentation_png"]

@@ -43,3 +43,60 @@ def save_roc_png(path: str | os.PathLike, curves: Mapping[str, tuple[Sequence[in
         plt.close(fig)
         Path(tmp).unlink(missing_ok=True)
     return path
+
+
+#: one colour per label (0 background transparent; 1-7 ulna, radius, M1-M5)
+BONE_COLORS = np.array([[0, 0, 0], [230, 25, 75], [60, 180, 75], [0, 130, 200], [255, 225, 25], [245, 130, 48],
+                        [145, 30, 180], [70, 240, 240]], dtype=np.float64) / 255.0
+
+
+def overlay_labels(image: np.ndarray, labels: np.ndarray, alpha: float = 0.45) -> np.ndarray:
+    """(H, W, 3) RGB of a [0, 1] gray image with label colours blended where labels > 0."""
+    rgb = np.repeat(np.clip(image, 0, 1)[..., None], 3, axis=-1)
+    colors = BONE_COLORS[np.clip(labels, 0, len(BONE_COLORS) - 1)]
+    m = (labels > 0)[..., None]
+    return np.where(m, (1 - alpha) * rgb + alpha * colors, rgb)
+
+
+def save_segmentation_png(path: str | os.PathLike, images, targets, predictions, uncertainties=None,
+                          title: str = "") -> Path:
+    """Rows of (radiograph, reference overlay, prediction overlay[, uncertainty map]) for a few images.
+
+    Args:
+        images: sequence of (H, W) arrays in [0, 1].
+        targets: sequence of (H, W) label maps (e.g. the annotators' consensus).
+        predictions: sequence of (H, W) predicted label maps.
+        uncertainties: optional sequence of (H, W) maps in [0, 1].
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cols = 3 if uncertainties is None else 4
+    n = len(images)
+    fig, axes = plt.subplots(n, cols, figsize=(2.2 * cols, 3.0 * n), dpi=110, squeeze=False)
+    for i in range(n):
+        panels = [(images[i], "radiograph", "gray"), (overlay_labels(images[i], targets[i]), "consensus", None),
+                  (overlay_labels(images[i], predictions[i]), "prediction", None)]
+        if uncertainties is not None:
+            panels.append((uncertainties[i], "uncertainty", "magma"))
+        for ax, (img, name, cmap) in zip(axes[i], panels):
+            ax.imshow(img, cmap=cmap, vmin=0, vmax=1)
+            ax.set_axis_off()
+            if i == 0:
+                ax.set_title(name, fontsize=9)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fd, tmp = tempfile.mkstemp(suffix=".png", dir=path.parent)
+    os.close(fd)
+    try:
+        fig.savefig(tmp, format="png")
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+        Path(tmp).unlink(missing_ok=True)
+    return path

@@ -29,6 +29,7 @@ def test_reduced_training_runs_to_completion(tmp_path, model):
     assert 0.0 <= res["dice_mean"] <= 1.0 and np.isfinite(res["ged"]) and res["ged"] >= -1e-6
     assert set(res["dice_per_bone"]) == {"ulna", "radius", "M1", "M2", "M3", "M4", "M5"}
     assert res["test_images"] == 3 and (out / "model.pt").is_file()
+    assert (out / "test_examples.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def _batches(n: int = 4):
