@@ -112,12 +112,16 @@ def run(args: argparse.Namespace) -> dict:
     net = MultiDecoderOTUNet(spatial_dims=2, in_channels=1, out_channels=args.classes, channels=tuple(args.channels),
                              num_decoders=args.decoders, num_samples=args.samples, latent_dim=args.latent,
                              shared_decoder=args.shared, head_channels=args.head_channels).to(device)
-    loss = OTSegmentationLoss(gamma=args.gamma0 if args.decoders * args.samples > 1 else 1.0, lam=args.lam)
+    n_hyp = args.decoders * args.samples
+    # gamma0 = 1/N makes every hypothesis carry mass at first; with gamma0 >= 1/S the S samples of one module
+    # can take all the mass and the other modules never train (observed: router collapse onto one module)
+    gamma0 = 1.0 / n_hyp if args.gamma0 is None else args.gamma0
+    loss = OTSegmentationLoss(gamma=gamma0 if n_hyp > 1 else 1.0, lam=args.lam)
     opt = torch.optim.Adam(net.parameters(), lr=args.lr)
     trainer = OTSegmentationTrainer(device=device, max_epochs=args.epochs, train_data_loader=loaders["training"],
                                     network=net, optimizer=opt, loss_function=loss)
-    if args.decoders * args.samples > 1:
-        GammaAnnealingHandler(gamma0=args.gamma0, anneal_epochs=args.anneal_epochs).attach(trainer)
+    if n_hyp > 1:
+        GammaAnnealingHandler(gamma0=gamma0, anneal_epochs=args.anneal_epochs).attach(trainer)
     val = evaluator_for(net, loaders["validation"], device, args.classes, None)
     best = {"dice": -1.0, "epoch": 0}
     ckpt = out / "model.pt"
@@ -190,8 +194,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--lr", type=float, default=3e-3)
-    p.add_argument("--gamma0", type=float, default=0.5)
-    p.add_argument("--anneal-epochs", type=float, default=8.0)
+    p.add_argument("--gamma0", type=float, default=None, help="initial OT capacity (default 1/N, N = K*S)")
+    p.add_argument("--anneal-epochs", type=float, default=20.0)
     p.add_argument("--lam", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=0)
     return p
