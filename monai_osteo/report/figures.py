@@ -9,7 +9,22 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["save_roc_png"]
+__all__ = ["BONE_COLORS", "overlay_labels", "save_roc_png", "save_segmentation_png"]
+
+
+def _save_atomic(fig, path: Path) -> Path:
+    """Write ``fig`` as PNG to a temporary file beside ``path``, then rename; always close the figure."""
+    import matplotlib.pyplot as plt
+
+    fd, tmp = tempfile.mkstemp(suffix=".png", dir=path.parent)
+    os.close(fd)
+    try:
+        fig.savefig(tmp, format="png")
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+        Path(tmp).unlink(missing_ok=True)
+    return path
 
 
 def save_roc_png(path: str | os.PathLike, curves: Mapping[str, tuple[Sequence[int], Sequence[float]]],
@@ -34,15 +49,7 @@ def save_roc_png(path: str | os.PathLike, curves: Mapping[str, tuple[Sequence[in
     ax.set(xlabel="1 - specificity", ylabel="sensitivity", title=title, xlim=(0, 1), ylim=(0, 1.01))
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
-    fd, tmp = tempfile.mkstemp(suffix=".png", dir=path.parent)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, format="png")
-        os.replace(tmp, path)
-    finally:
-        plt.close(fig)
-        Path(tmp).unlink(missing_ok=True)
-    return path
+    return _save_atomic(fig, path)
 
 
 #: one colour per label (0 background transparent; 1-7 ulna, radius, M1-M5)
@@ -91,12 +98,4 @@ def save_segmentation_png(path: str | os.PathLike, images, targets, predictions,
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    fd, tmp = tempfile.mkstemp(suffix=".png", dir=path.parent)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, format="png")
-        os.replace(tmp, path)
-    finally:
-        plt.close(fig)
-        Path(tmp).unlink(missing_ok=True)
-    return path
+    return _save_atomic(fig, path)
