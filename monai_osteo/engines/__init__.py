@@ -6,5 +6,6 @@ from monai_osteo.engines.ot_segmentation import (
     dice_output_transform,
     ged_output_transform,
 )
+from monai_osteo.engines.ssl_trainer import MultiViewSSLTrainer
 
-__all__ = ["OTSegmentationEvaluator", "OTSegmentationTrainer", "dice_output_transform", "ged_output_transform"]
+__all__ = ["MultiViewSSLTrainer", "OTSegmentationEvaluator", "OTSegmentationTrainer", "dice_output_transform", "ged_output_transform"]

@@ -1,6 +1,13 @@
 """Screening metrics, subject aggregation and classical radiographic indices."""
 
 from monai_osteo.metrics.cortical_index import metacarpal_cortical_index
+from monai_osteo.metrics.quality import (
+    QC_FLAGS,
+    describe_qc_flags,
+    missing_bone_names,
+    screening_qc_flags,
+    segmentation_confidence,
+)
 from monai_osteo.metrics.screening import best_threshold, screening_metrics
 from monai_osteo.metrics.segmentation import (
     ConsensusDiceMetric,
@@ -12,13 +19,18 @@ from monai_osteo.metrics.segmentation import (
 )
 
 __all__ = [
+    "QC_FLAGS",
     "ConsensusDiceMetric",
     "GEDMetric",
     "best_threshold",
     "consensus_labels",
+    "describe_qc_flags",
     "generalized_energy_distance",
     "iou_distance",
     "metacarpal_cortical_index",
+    "missing_bone_names",
     "per_class_dice",
     "screening_metrics",
+    "screening_qc_flags",
+    "segmentation_confidence",
 ]

@@ -1,5 +1,9 @@
-"""Networks: the multi-decoder OT U-Net of the hand paper and its deterministic mixture-mean export."""
+"""Networks: the multi-decoder OT U-Net of the hand paper and its deterministic mixture-mean export; the
+self-supervised ResNet network (SimCLR/SupCon/SwaV/VICReg heads, multi-crop) and the bone classifier."""
 
+from monai_osteo.networks.nets.bone_classifier import BoneClassifier
 from monai_osteo.networks.nets.ot_unet import MixtureMeanUNet, MultiDecoderOTUNet
+from monai_osteo.networks.nets.ssl_backbone import build_resnet_backbone
+from monai_osteo.networks.nets.ssl_net import SSLNetwork
 
-__all__ = ["MixtureMeanUNet", "MultiDecoderOTUNet"]
+__all__ = ["BoneClassifier", "MixtureMeanUNet", "MultiDecoderOTUNet", "SSLNetwork", "build_resnet_backbone"]
