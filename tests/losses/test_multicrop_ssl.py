@@ -65,8 +65,7 @@ def test_trains_on_fixed_batch(method):
         opt.step()
         losses.append(loss.item())
     assert all(map(torch.isfinite, map(torch.tensor, losses)))
-    print(method, [round(x, 3) for x in losses])
-    assert sum(losses[-3:]) / 3 < losses[0], losses
+    assert losses[-1] < 0.8 * losses[0], losses  # observed: x0.0003 simclr, x0.26 supcon, x0.22 swav, x0.45 vicreg
 
 
 def test_errors():

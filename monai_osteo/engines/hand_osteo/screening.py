@@ -129,6 +129,13 @@ class HandScreener:
         }
 
 
+def _root_cause(e: BaseException) -> str:
+    """The innermost error of a chain (MONAI wraps transform errors in "applying transform ...")."""
+    while e.__cause__ is not None:
+        e = e.__cause__
+    return f"{type(e).__name__}: {e}"
+
+
 def _masked_mean(x, mask) -> float | None:
     if x is None:
         return None
@@ -171,8 +178,8 @@ class ScreeningRunner:
                 item = self.dataset[i]
                 res = self.screener(item["image"])
             except Exception as e:  # noqa: BLE001 - report the bad file, finish the rest
-                logger.error("%s (%s): skipped: %s", rid, src, e)
-                failures.append({"id": rid, "source": src, "error": f"{type(e).__name__}: {e}"})
+                logger.error("%s (%s): skipped: %s", rid, src, _root_cause(e))
+                failures.append({"id": rid, "source": src, "error": _root_cause(e)})
                 continue
             labels, unc = res.pop("_labels"), res.pop("_uncertainty")
             res = {"id": rid, **res, "seconds": round(time.perf_counter() - start, 3)}

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from monai_osteo.networks.nets import MultiDecoderOTUNet
 
-__all__ = ["segment_radiograph"]
+__all__ = ["letterbox", "segment_radiograph"]
 
 
 @torch.no_grad()
@@ -22,25 +22,47 @@ def segment_radiograph(network: torch.nn.Module, image: torch.Tensor, spatial_si
         network: a :class:`MultiDecoderOTUNet` (or any module mapping (B, 1, h, w) to (B, C, h, w) probabilities,
             e.g. the exported mean path).
         image: (1, H, W) radiograph in [0, 1], on the network's device.
-        spatial_size: (h, w) the network was trained at (same aspect ratio as the radiograph, roughly).
+        spatial_size: (h, w) the network was trained at. A radiograph of another aspect ratio is zero-padded
+            (centred) to it first, and the outputs are cropped back to the radiograph's window.
         uncertainty: also return the per-pixel predictive entropy of the mixture mean divided by log C (in
             [0, 1]) and, for a :class:`MultiDecoderOTUNet`, its between-hypotheses part (mutual information).
         num_samples: hypotheses per decoder for the uncertainty (default: the network's).
 
     Returns:
-        ``{"prob": (C, h, w)}`` plus ``"entropy"`` and ``"mutual_information"`` (h, w) with ``uncertainty``.
+        ``{"prob": (C, h', w')}`` (h', w' = the radiograph's window at the reduced size) plus ``"entropy"`` and ``"mutual_information"`` (h, w) with ``uncertainty``.
     """
     if image.ndim != 3 or image.shape[0] != 1:
         raise ValueError(f"image must be a (1, H, W) radiograph, got shape {tuple(image.shape)}.")
-    x = F.interpolate(image[None].float(), size=tuple(int(s) for s in spatial_size), mode="area")
+    size = tuple(int(s) for s in spatial_size)
+    padded, window = letterbox(image, size[0] / size[1])
+    x = F.interpolate(padded[None].float(), size=size, mode="area")
     if uncertainty and isinstance(network, MultiDecoderOTUNet):
         kwargs = {} if num_samples is None else {"num_samples": num_samples}
         out = network(x, with_uncertainty=True, **kwargs)
-        return {"prob": out["mean_prob"][0], "entropy": out["uncertainty"][0, 0],
-                "mutual_information": out["mutual_information"][0, 0]}
-    fn = network.predict_mean if isinstance(network, MultiDecoderOTUNet) else network
-    prob = fn(x)[0]
-    res = {"prob": prob}
-    if uncertainty:
-        res["entropy"] = -(prob.clamp_min(1e-12).log() * prob).sum(0) / math.log(prob.shape[0])
-    return res
+        res = {"prob": out["mean_prob"][0], "entropy": out["uncertainty"][0, 0],
+               "mutual_information": out["mutual_information"][0, 0]}
+    else:
+        fn = network.predict_mean if isinstance(network, MultiDecoderOTUNet) else network
+        res = {"prob": fn(x)[0]}
+        if uncertainty:
+            p = res["prob"]
+            res["entropy"] = -(p.clamp_min(1e-12).log() * p).sum(0) / math.log(p.shape[0])
+    r0, r1, c0, c1 = (round(v) for v in (window[0] * size[0], window[1] * size[0], window[2] * size[1],
+                                         window[3] * size[1]))
+    return {k: v[..., r0:r1, c0:c1] for k, v in res.items()}
+
+
+def letterbox(image: torch.Tensor, ratio: float) -> tuple[torch.Tensor, tuple[float, float, float, float]]:
+    """Zero-pad a (C, H, W) image, centred, to the height/width ``ratio`` the network was trained at.
+
+    Returns:
+        the padded image and the image's window in it as fractions (top, bottom, left, right); no padding when the
+        ratio already matches within one pixel.
+    """
+    h, w = image.shape[-2:]
+    if abs(h / w - ratio) * w <= 1.0:
+        return image, (0.0, 1.0, 0.0, 1.0)
+    hp, wp = (h, round(h / ratio)) if h / w > ratio else (round(w * ratio), w)
+    top, left = (hp - h) // 2, (wp - w) // 2
+    padded = F.pad(image, (left, wp - w - left, top, hp - h - top))
+    return padded, (top / hp, (top + h) / hp, left / wp, (left + w) / wp)
