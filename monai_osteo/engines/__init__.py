@@ -8,4 +8,10 @@ from monai_osteo.engines.ot_segmentation import (
 )
 from monai_osteo.engines.ssl_trainer import MultiViewSSLTrainer
 
-__all__ = ["MultiViewSSLTrainer", "OTSegmentationEvaluator", "OTSegmentationTrainer", "dice_output_transform", "ged_output_transform"]
+__all__ = [
+    "MultiViewSSLTrainer",
+    "OTSegmentationEvaluator",
+    "OTSegmentationTrainer",
+    "dice_output_transform",
+    "ged_output_transform",
+]

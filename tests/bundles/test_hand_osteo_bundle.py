@@ -37,9 +37,10 @@ def trained(tmp_path_factory) -> Path:
 
 def test_train_writes_models_metrics_and_figures(trained):
     run = trained / "run"
-    for name in ("model.pt", "segmentation.pt", "run.json", "segmentation/metrics.json", "segmentation/val_examples.png",
-                 "patches/index.json", "ssl/model.pt", "ssl/metrics.json", "probe/model.pt", "probe/predictions.json",
-                 "eval/metrics.json", "eval/metrics.md", "eval/roc.png", "eval/bone_contributions.png"):
+    for name in ("model.pt", "segmentation.pt", "run.json", "segmentation/metrics.json",
+                 "segmentation/val_examples.png", "patches/index.json", "ssl/model.pt", "ssl/metrics.json",
+                 "probe/model.pt", "probe/predictions.json", "eval/metrics.json", "eval/metrics.md", "eval/roc.png",
+                 "eval/bone_contributions.png"):
         assert (run / name).is_file(), name
     index = json.loads((run / "patches/index.json").read_text())
     bones = {r["bone"] for r in index["patches"]}

@@ -38,8 +38,8 @@ def list_radiographs(inputs: str | os.PathLike | list) -> list[str]:
     if path.is_file():
         return [str(path)]
     if not path.is_dir():
-        raise FileNotFoundError(f"{path}: no such file or folder of radiographs; set dataset_dir (inference) to a folder "
-                                "of DICOM/PNG/TIFF/NIfTI/NRRD radiographs, a file, or a list of files.")
+        raise FileNotFoundError(f"{path}: no such file or folder of radiographs; set dataset_dir (inference) to a "
+                                "folder of DICOM/PNG/TIFF/NIfTI/NRRD radiographs, a file, or a list of files.")
     suffixes = {s.lower() for group in SUPPORTED_SUFFIXES.values() for s in group}
     files = []
     for p in sorted(path.rglob("*")):

@@ -45,9 +45,9 @@ def resolve_datalist(dataset_dir: str | os.PathLike, datalist: str | None = None
     if path.is_file() and not (root / "cohort.json").is_file():
         return path
     if phantom_preset is None:
-        raise FileNotFoundError(f"{path}: no datalist found. Point dataset_dir at a folder holding datalist.json (MONAI "
-                                "decathlon format, see bundles/hand_osteo/docs/README.md) or set phantom_preset to "
-                                "generate the phantom cohort.")
+        raise FileNotFoundError(f"{path}: no datalist found. Point dataset_dir at a folder holding datalist.json "
+                                "(MONAI decathlon format, see bundles/hand_osteo/docs/README.md) or set phantom_preset "
+                                "to generate the phantom cohort.")
     return ensure_hand_cohort(root, phantom_preset, seed=seed, **phantom_overrides)
 
 

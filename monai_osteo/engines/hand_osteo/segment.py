@@ -29,7 +29,8 @@ def segment_radiograph(network: torch.nn.Module, image: torch.Tensor, spatial_si
         num_samples: hypotheses per decoder for the uncertainty (default: the network's).
 
     Returns:
-        ``{"prob": (C, h', w')}`` (h', w' = the radiograph's window at the reduced size) plus ``"entropy"`` and ``"mutual_information"`` (h, w) with ``uncertainty``.
+        ``{"prob": (C, h', w')}`` (h', w' = the radiograph's window at the reduced size) plus ``"entropy"`` and
+        ``"mutual_information"`` (h', w') with ``uncertainty``.
     """
     if image.ndim != 3 or image.shape[0] != 1:
         raise ValueError(f"image must be a (1, H, W) radiograph, got shape {tuple(image.shape)}.")

@@ -77,7 +77,8 @@ class SSLStage(PipelineStage):
         if _is_main_process():
             atomic_save({k: v.detach().cpu() for k, v in state.items()}, self.checkpoint)
         result = {"enabled": True, "epoch_losses": losses, "patches": len(self.trainer.data_loader.dataset),
-                  "iterations": int(self.trainer.state.iteration), "train_seconds": round(time.perf_counter() - start, 1),
+                  "iterations": int(self.trainer.state.iteration),
+                  "train_seconds": round(time.perf_counter() - start, 1),
                   **self._settings}
         if _is_main_process():
             atomic_write_json(self.output_dir / "metrics.json", result)
