@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set up whatever is missing, then run one job of monai_osteo.
 #
-#   bash scripts/run.sh demo [ARGS]   # the main end-to-end job (see README "Quick start")
+#   bash scripts/run.sh demo [ARGS]   # the main end-to-end job: hand_osteo bundle, quick preset (README "Quick start")
 #   bash scripts/run.sh test [ARGS]   # lint (ruff) + the default test suite (pytest); what CI runs
 #   bash scripts/run.sh setup         # only create/refresh the environment
 #   bash scripts/run.sh python ARGS   # run python inside the environment
@@ -49,7 +49,23 @@ case "$job" in
   demo)
     setup_env
     cd "$ROOT"
-    exec "$VENV/bin/python" -m monai_osteo.demo "$@" ;;
+    B=bundles/hand_osteo
+    log "hand_osteo bundle, quick preset: phantom cohort -> OT U-Net -> bone patches -> SSL ResNet-50 -> probe -> test"
+    "$VENV/bin/python" -m monai.bundle run --config_file "['$B/configs/train.json','$B/configs/quick.json']" "$@"
+    out=$("$VENV/bin/python" - "$@" <<'PY'
+import json, sys
+from monai.bundle import ConfigParser
+p = ConfigParser()
+p.read_config(["bundles/hand_osteo/configs/train.json", "bundles/hand_osteo/configs/quick.json"])
+args = sys.argv[1:]
+for k, v in zip(args[::2], args[1::2]):
+    if k.lstrip("-") == "output_dir":
+        p["output_dir"] = v
+print(p.get_parsed_content("output_dir"))
+PY
+)
+    cat "$out/eval/metrics.md"
+    log "models, metrics and figures in $out" ;;
   test)
     setup_env
     cd "$ROOT"

@@ -227,7 +227,7 @@ class LinearProbeStage(PipelineStage):
                 opt.step()
             f1 = subject_macro_f1(self._subjects(recs["validation"], self.predict(recs["validation"])))
             logger.info("supervised epoch %d/%d: loss %.4f, val subject macro-F1 %.3f", epoch, self.max_epochs,
-                        float(loss), f1)
+                        float(loss.detach()), f1)
             if f1 > best["f1"]:
                 best = {"f1": f1, "epoch": epoch, "state": copy.deepcopy(net.state_dict())}
         return best
