@@ -17,11 +17,13 @@ from monai_osteo.metrics.segmentation import (
     iou_distance,
     per_class_dice,
 )
+from monai_osteo.metrics.subject import aggregate_subjects, subject_macro_f1
 
 __all__ = [
     "QC_FLAGS",
     "ConsensusDiceMetric",
     "GEDMetric",
+    "aggregate_subjects",
     "best_threshold",
     "consensus_labels",
     "describe_qc_flags",
@@ -33,4 +35,5 @@ __all__ = [
     "screening_metrics",
     "screening_qc_flags",
     "segmentation_confidence",
+    "subject_macro_f1",
 ]

@@ -43,10 +43,11 @@ def list_radiographs(inputs: str | os.PathLike | list) -> list[str]:
     suffixes = {s.lower() for group in SUPPORTED_SUFFIXES.values() for s in group}
     files = []
     for p in sorted(path.rglob("*")):
-        if not p.is_file() or p.name.startswith("."):
+        if not p.is_file() or any(part.startswith(".") for part in p.relative_to(path).parts):
             continue
         name = p.name.lower()
-        if any(name.endswith(s) for s in suffixes) or (p.suffix == "" and _is_dicom(p)):
+        # DICOM exports are often named by UID ("1.2.840...") or "IM0001" without a suffix: check the preamble
+        if any(name.endswith(s) for s in suffixes) or _is_dicom(p):
             files.append(str(p))
     if not files:
         logger.warning("%s: no radiograph files found (suffixes %s)", path, sorted(suffixes))

@@ -42,7 +42,7 @@ def resolve_datalist(dataset_dir: str | os.PathLike, datalist: str | None = None
     path = Path(datalist).expanduser() if datalist else root / "datalist.json"
     if not path.is_absolute() and datalist:
         path = root / path
-    if path.is_file() and not (root / "cohort.json").is_file():
+    if path.is_file() and (phantom_preset is None or datalist or not (root / "cohort.json").is_file()):
         return path
     if phantom_preset is None:
         raise FileNotFoundError(f"{path}: no datalist found. Point dataset_dir at a folder holding datalist.json "

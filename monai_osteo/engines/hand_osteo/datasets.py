@@ -52,10 +52,17 @@ class BonePatchDataset(torch.utils.data.Dataset):
         self.splits = None if splits is None else tuple(splits)
         self.transform, self.labels = transform, labels
         self._data: list[dict] | None = None
+        self._stamp = None
+
+    def _index_stamp(self):
+        index = getattr(self.patches, "index_file", None)
+        return index.stat().st_mtime_ns if index is not None and index.is_file() else None
 
     @property
     def data(self) -> list[dict]:
-        if not self._data:
+        stamp = self._index_stamp()
+        if not self._data or stamp != self._stamp:  # first use, or the patch stage re-ran
+            self._stamp = stamp
             records = self.patches.records(self.role, self.splits)
             self._data = [dict(r, image=r["patch"], label=r["label"] if self.labels else -1) for r in records]
         return self._data
@@ -104,5 +111,6 @@ class ShuffleSampler(torch.utils.data.Sampler):
             order = list(range(n))
         self.epoch += 1
         total = len(self) * self.num_replicas
-        order += order[: total - n] if n else []
+        while n and len(order) < total:  # pad by repeating, as DistributedSampler does
+            order += order[: total - len(order)]
         return iter(order[self.rank:total:self.num_replicas])
