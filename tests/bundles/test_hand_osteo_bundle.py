@@ -155,3 +155,32 @@ def test_ablation_overrides_run(trained, tmp_path, name):
         assert manifest["patch_mode"] == "random"
     if name == "supervised_only":
         assert manifest["ssl"] is None
+
+
+def test_multi_gpu_config_runs_distributed_on_cpu(tmp_path):
+    """multi_gpu_train.json with 2 processes (gloo, CPU, plain DDP instead of NCCL + SyncBatchNorm)."""
+    import subprocess
+    import sys
+
+    cpu = {"device": "$torch.device('cpu')",
+           "network": "$torch.nn.parallel.DistributedDataParallel(@network_def)",
+           "initialize": ["$dist.is_initialized() or dist.init_process_group(backend='gloo')",
+                          "$monai.utils.set_determinism(seed=@seed)"]}
+    tiny = tiny_train(tmp_path, ssl_batch_size=4)
+    files = []
+    for name, content in (("cpu.json", cpu), ("tiny.json", tiny)):
+        (tmp_path / name).write_text(json.dumps(content))
+        files.append(str(tmp_path / name))
+    config = [str(CONFIGS / "train.json"), str(CONFIGS / "multi_gpu_train.json"), *files]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1", "--nproc_per_node=2", "-m",
+           "monai.bundle", "run", "--config_file", json.dumps(config).replace('"', "'"),
+           "--meta_file", str(CONFIGS / "metadata.json"), "--logging_file", str(CONFIGS / "logging.conf")]
+    env = {**__import__("os").environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    run = tmp_path / "run"
+    ssl = json.loads((run / "ssl" / "metrics.json").read_text())
+    n_patches = len([r for r in json.loads((run / "patches/index.json").read_text())["patches"] if "ssl" in r["role"]])
+    # each rank trains on its shard: iterations per epoch = floor(ceil(n / 2) / batch)
+    assert ssl["iterations"] == (n_patches + 1) // 2 // 4
+    assert (run / "eval" / "metrics.json").is_file() and (run / "model.pt").is_file()

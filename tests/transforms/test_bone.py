@@ -280,3 +280,23 @@ def test_errors():
         ExtractBonePatchesd("image", "label")({"image": image[None]})
     with pytest.raises(ValueError, match="one spatial size"):
         ExtractBonePatchesd(["a", "b"], "label")({"a": image[None], "b": image[None, :10], "label": truth[None]})
+
+
+@pytest.mark.parametrize("low,full", [((64, 44), (717, 503)), ((30, 20), (97, 61)), ((16, 16), (16 * 7, 16 * 7))])
+def test_upsampled_argmax_equals_full_bilinear_upsampling(low, full):
+    """The windowed argmax equals argmax(interpolate(prob, bilinear)) everywhere (oracle: the plain upsampling)."""
+    from monai_osteo.transforms.bone.functional import mask_to_labels
+
+    g = torch.Generator().manual_seed(sum(low))
+    h, w = low
+    lab = torch.zeros(h, w, dtype=torch.long)
+    for k in range(1, 8):
+        r = int(torch.randint(0, h - h // 4, (1,), generator=g))
+        c = int(torch.randint(0, w - w // 4, (1,), generator=g))
+        lab[r:r + h // 5 + 1, c:c + w // 6 + 1] = k
+    logits = torch.randn(8, h, w, generator=g) + 3 * torch.nn.functional.one_hot(lab, 8).permute(2, 0, 1)
+    prob = torch.softmax(torch.nn.functional.avg_pool2d(logits[None], 3, 1, 1)[0], 0)
+    ref = torch.nn.functional.interpolate(prob[None], size=full, mode="bilinear", align_corners=False)[0].argmax(0)
+    out = mask_to_labels(prob, full)
+    assert out.dtype == torch.uint8
+    assert torch.equal(out.long(), ref)

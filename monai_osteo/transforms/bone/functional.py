@@ -104,6 +104,8 @@ def mask_to_labels(mask: torch.Tensor, spatial_size: Sequence[int], threshold: f
     if mask.shape[0] > 256:
         raise ValueError(f"label must have at most 256 probability channels, got {mask.shape[0]}.")
     prob = mask if mask.is_floating_point() else mask.float()
+    if threshold is None and not same:
+        return _upsampled_argmax(prob, size)
     if not same:
         prob = torch.nn.functional.interpolate(prob[None], size=size, mode="bilinear", align_corners=False)[0]
     if threshold is None:
@@ -199,3 +201,40 @@ def hadamard_patch(img: torch.Tensor, component: torch.Tensor, bbox: Sequence[in
     r0, c0, r1, c1 = bbox
     # multiply in the image's dtype: torch does not promote uint16 with bool
     return place_in_window(img[:, r0:r1, c0:c1] * component.to(img.dtype), side, top, left)
+
+
+def _upsampled_argmax(prob: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """``argmax`` of the bilinearly upsampled probabilities, computed only where a label other than 0 can occur.
+
+    The upsampled value at a pixel is a convex combination of its 4 nearest coarse pixels, so if class 0 beats
+    class k at all four it beats it there too: the full-resolution region of class k lies in the 1-pixel dilation
+    of its coarse region. Each class's window is upsampled on its own (``grid_sample`` at the full-resolution pixel
+    centres, which reproduces ``interpolate(..., "bilinear", align_corners=False)``), with only the classes that win
+    at some coarse pixel of the window (no other class can win in between); the rest is background.
+    On a radiograph where the bones cover ~20 % of the image this is several times faster than upsampling every
+    channel everywhere, and the memory is that of the largest window.
+    """
+    c, h, w = prob.shape
+    big_h, big_w = size
+    coarse = prob.argmax(0)
+    out = torch.zeros(size, dtype=torch.uint8, device=prob.device)
+    for k in torch.unique(coarse).tolist():
+        if k == 0:
+            continue
+        rows = torch.nonzero((coarse == k).any(1)).flatten()
+        cols = torch.nonzero((coarse == k).any(0)).flatten()
+        r0, r1 = max(int(rows[0]) - 1, 0), min(int(rows[-1]) + 2, h)
+        c0, c1 = max(int(cols[0]) - 1, 0), min(int(cols[-1]) + 2, w)
+        # full-resolution pixels whose source coordinate (i + 0.5) * h / H - 0.5 lies in [r0 - 1, r1]
+        R0, R1 = max(int((r0 - 0.5) * big_h / h) - 1, 0), min(int((r1 + 0.5) * big_h / h) + 2, big_h)
+        C0, C1 = max(int((c0 - 0.5) * big_w / w) - 1, 0), min(int((c1 + 0.5) * big_w / w) + 2, big_w)
+        gy = (torch.arange(R0, R1, device=prob.device, dtype=prob.dtype) + 0.5) * (2.0 / big_h) - 1.0
+        gx = (torch.arange(C0, C1, device=prob.device, dtype=prob.dtype) + 0.5) * (2.0 / big_w) - 1.0
+        grid = torch.stack(torch.meshgrid(gx, gy, indexing="xy"), -1)[None]
+        # only the classes that win somewhere in the coarse window can win between its pixels
+        present = torch.unique(coarse[max(r0 - 1, 0):r1 + 1, max(c0 - 1, 0):c1 + 1])
+        up = torch.nn.functional.grid_sample(prob[present][None], grid, mode="bilinear", padding_mode="border",
+                                             align_corners=False)[0]
+        window = out[R0:R1, C0:C1]
+        window[present[up.argmax(0)] == k] = k
+    return out
