@@ -165,6 +165,7 @@ def test_multi_gpu_config_runs_distributed_on_cpu(tmp_path):
     cpu = {"device": "$torch.device('cpu')",
            "network": "$torch.nn.parallel.DistributedDataParallel(@network_def)",
            "initialize": ["$dist.is_initialized() or dist.init_process_group(backend='gloo')",
+                          "$@datalist if dist.get_rank() == 0 else None", "$dist.barrier()",
                           "$monai.utils.set_determinism(seed=@seed)"]}
     tiny = tiny_train(tmp_path, ssl_batch_size=4)
     files = []
