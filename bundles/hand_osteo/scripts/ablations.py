@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from monai_osteo.engines.hand_osteo.common import atomic_write_json, atomic_write_text
+
 BUNDLE = Path(__file__).resolve().parents[1]
 CONFIGS = BUNDLE / "configs"
 ORDER = ["simclr", "supcon", "swav", "vicreg", "single_decoder", "no_segmentation", "conventional_multicrop",
@@ -83,9 +85,8 @@ def main(argv=None) -> int:
     for seed in args.seeds:
         for name in args.only:
             results.setdefault(name, {})[str(seed)] = run_variant(name, seed, out, args.preset or None, extra)
-            out.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(results, indent=2))
-            (out / "ablations.md").write_text(table({k: results[k] for k in ORDER if k in results}))
+            atomic_write_json(path, results)
+            atomic_write_text(out / "ablations.md", table({k: results[k] for k in ORDER if k in results}))
     print(table({k: results[k] for k in ORDER if k in results}))
     return 0
 
