@@ -8,6 +8,7 @@ number of workers, and files are written to a temporary name and renamed (never 
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
@@ -173,6 +174,17 @@ def ensure_hand_cohort(out_dir: str | os.PathLike, preset: str = "quick", seed: 
         raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {preset!r}.")
     kwargs = {**PRESETS[preset], "seed": seed, **overrides}
     out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    # one generator at a time per folder (parallel runs, DDP ranks); the others then find it up to date
+    with open(out / ".cohort.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            return _ensure(out, kwargs)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _ensure(out: Path, kwargs: dict) -> Path:
     meta = out / "cohort.json"
     if meta.is_file() and (out / "datalist.json").is_file():
         have = json.loads(meta.read_text())
