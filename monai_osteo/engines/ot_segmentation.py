@@ -16,6 +16,8 @@ from monai.engines import SupervisedEvaluator, SupervisedTrainer
 from monai.engines.utils import IterationEvents
 from monai.utils import CommonKeys as Keys
 
+from monai_osteo.engines.utils import optimisation_step
+
 __all__ = ["OTSegmentationEvaluator", "OTSegmentationTrainer", "dice_output_transform", "ged_output_transform"]
 
 
@@ -70,20 +72,7 @@ class OTSegmentationTrainer(SupervisedTrainer):
             engine.state.output[Keys.LOSS] = engine.loss_function(out["logits"], out["alpha"], masks, weights).mean()
             engine.fire_event(IterationEvents.LOSS_COMPLETED)
 
-        engine.network.train()
-        engine.optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
-        if engine.amp and engine.scaler is not None:
-            with torch.autocast("cuda", **engine.amp_kwargs):
-                _forward()
-            engine.scaler.scale(engine.state.output[Keys.LOSS]).backward()
-            engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
-            engine.scaler.step(engine.optimizer)
-            engine.scaler.update()
-        else:
-            _forward()
-            engine.state.output[Keys.LOSS].backward()
-            engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
-            engine.optimizer.step()
+        optimisation_step(engine, _forward)
         last = getattr(engine.loss_function, "last", {}) or {}
         for key in ("cost", "kl"):
             if key in last:

@@ -18,6 +18,8 @@ from monai.engines import SupervisedTrainer
 from monai.engines.utils import IterationEvents
 from monai.utils import CommonKeys as Keys
 
+from monai_osteo.engines.utils import optimisation_step
+
 __all__ = ["MultiViewSSLTrainer"]
 
 
@@ -66,20 +68,7 @@ class MultiViewSSLTrainer(SupervisedTrainer):
             engine.state.output[Keys.LOSS] = engine.loss_function(out, labels)
             engine.fire_event(IterationEvents.LOSS_COMPLETED)
 
-        engine.network.train()
-        engine.optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
-        if engine.amp and engine.scaler is not None:
-            with torch.autocast("cuda", **engine.amp_kwargs):
-                _forward()
-            engine.scaler.scale(engine.state.output[Keys.LOSS]).backward()
-            engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
-            engine.scaler.step(engine.optimizer)
-            engine.scaler.update()
-        else:
-            _forward()
-            engine.state.output[Keys.LOSS].backward()
-            engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
-            engine.optimizer.step()
+        optimisation_step(engine, _forward)
         engine.state.output[Keys.LOSS] = engine.state.output[Keys.LOSS].detach()
         engine.fire_event(IterationEvents.MODEL_COMPLETED)
         return engine.state.output

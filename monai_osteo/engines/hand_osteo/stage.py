@@ -60,7 +60,8 @@ class PipelineStage:
         return result
 
     def _run(self):
-        raise NotImplementedError
+        """Compute and write the stage's outputs (subclasses implement it); return what ``run`` returns."""
+        raise NotImplementedError(f"{type(self).__name__} must implement _run() (PipelineStage is a base class).")
 
     def result(self):
         """What ``run`` returns when skipped (e.g. the metrics it wrote)."""
