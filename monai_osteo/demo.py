@@ -17,7 +17,6 @@ import json
 import logging
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -28,6 +27,7 @@ from tqdm import tqdm
 
 from monai_osteo.data.phantoms import ensure_hand_cohort
 from monai_osteo.data.readers import LoadRadiographd
+from monai_osteo.io import atomic_write_text
 from monai_osteo.metrics import best_threshold, metacarpal_cortical_index, screening_metrics
 from monai_osteo.report import save_roc_png
 
@@ -60,13 +60,6 @@ def measure_cohort(datalist: Path, split: str) -> tuple[list[dict], list[str]]:
     return rows, failed
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 def run(out: Path, subjects: int, height: int, seed: int, cohort_dir: Path | None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
@@ -94,12 +87,12 @@ def run(out: Path, subjects: int, height: int, seed: int, cohort_dir: Path | Non
         "cohort": str(datalist), "subjects": subjects, "height": height, "seed": seed,
         "failed_files": failed, "generation_s": round(gen_s, 1), "total_s": round(time.perf_counter() - start, 1),
     }
-    _atomic_write(out / "metrics.json", json.dumps(results, indent=2) + "\n")
+    atomic_write_text(out / "metrics.json", json.dumps(results, indent=2) + "\n")
     cols = ("precision", "recall", "f1", "auc", "accuracy")
     table = ["| split | n | " + " | ".join(cols) + " |", "|---|---|" + "---|" * len(cols)]
     for k, m in results["metrics"].items():
         table.append(f"| {k} | {m['n']} | " + " | ".join(f"{m[c]:.3f}" for c in cols) + " |")
-    _atomic_write(out / "metrics.md", "\n".join(table) + "\n")
+    atomic_write_text(out / "metrics.md", "\n".join(table) + "\n")
     save_roc_png(out / "roc.png", {k: (y[k], prob[k]) for k in ("training", "validation", "test")},
                  title="2MCI screening on phantom radiographs")
     logger.info("results in %s:\n%s", out, "\n".join(table))

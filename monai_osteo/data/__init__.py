@@ -1,6 +1,10 @@
-"""Data: phantom cohorts, subject-wise splits and the radiograph/volume reader."""
+"""Data: label convention, phantom cohorts, subject-wise splits and the radiograph/volume reader.
 
-from monai_osteo.data.phantoms import ensure_hand_cohort, generate_hand_cohort
+The phantom generators (``ensure_hand_cohort``, ``generate_hand_cohort``) are imported on first use, so that
+``import monai_osteo.data`` (and every transform that needs the label convention) stays light.
+"""
+
+from monai_osteo.data.labels import BONE_LABELS, BONES, CHANNEL_DEF
 from monai_osteo.data.readers import (
     SUPPORTED_SUFFIXES,
     LoadAnnotatorMasksd,
@@ -13,6 +17,9 @@ from monai_osteo.data.readers import (
 from monai_osteo.data.splits import subject_split
 
 __all__ = [
+    "BONES",
+    "BONE_LABELS",
+    "CHANNEL_DEF",
     "SUPPORTED_SUFFIXES",
     "LoadAnnotatorMasksd",
     "LoadRadiograph",
@@ -24,3 +31,13 @@ __all__ = [
     "generate_hand_cohort",
     "subject_split",
 ]
+
+_LAZY = {"ensure_hand_cohort", "generate_hand_cohort"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        from monai_osteo.data import phantoms
+
+        return getattr(phantoms, name)
+    raise AttributeError(f"module 'monai_osteo.data' has no attribute {name!r}")

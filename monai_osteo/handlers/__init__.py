@@ -1,5 +1,6 @@
 """Ignite handlers."""
 
+from monai_osteo.handlers.checkpoint import AtomicCheckpointSaver, last_checkpoint
 from monai_osteo.handlers.gamma_annealing import GammaAnnealingHandler, gamma_schedule
 
-__all__ = ["GammaAnnealingHandler", "gamma_schedule"]
+__all__ = ["AtomicCheckpointSaver", "GammaAnnealingHandler", "gamma_schedule", "last_checkpoint"]

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from monai_osteo.data.phantoms.anatomy import BONE_LABELS
+from monai_osteo.data.labels import BONE_LABELS
 
 __all__ = ["QC_FLAGS", "describe_qc_flags", "missing_bone_names", "screening_qc_flags", "segmentation_confidence"]
 

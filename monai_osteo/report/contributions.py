@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from monai_osteo.data.phantoms.anatomy import BONE_LABELS
+from monai_osteo.data.labels import BONE_LABELS
 from monai_osteo.report.figures import BONE_COLORS, _save_atomic
 
 __all__ = ["bone_contributions", "save_bone_contribution_png"]

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
+
+from monai_osteo.io import atomic_write
 
 __all__ = ["BONE_COLORS", "overlay_labels", "save_roc_png", "save_segmentation_png"]
 
@@ -16,15 +17,10 @@ def _save_atomic(fig, path: Path) -> Path:
     """Write ``fig`` as PNG to a temporary file beside ``path``, then rename; always close the figure."""
     import matplotlib.pyplot as plt
 
-    fd, tmp = tempfile.mkstemp(suffix=".png", dir=path.parent)
-    os.close(fd)
     try:
-        fig.savefig(tmp, format="png")
-        os.replace(tmp, path)
+        return atomic_write(path, lambda f: fig.savefig(f, format="png"))
     finally:
         plt.close(fig)
-        Path(tmp).unlink(missing_ok=True)
-    return path
 
 
 def save_roc_png(path: str | os.PathLike, curves: Mapping[str, tuple[Sequence[int], Sequence[float]]],

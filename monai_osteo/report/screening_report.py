@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from monai_osteo.data.phantoms.anatomy import BONE_LABELS
+from monai_osteo.data.labels import BONE_LABELS
 from monai_osteo.report.figures import BONE_COLORS, _save_atomic, overlay_labels
 
 __all__ = ["save_screening_report_png"]

@@ -9,6 +9,7 @@ from monai_osteo.transforms.bone import (
     ExtractBonePatchesDict,
     collate_bone_patches,
 )
+from monai_osteo.transforms.letterbox import Letterbox, LetterboxD, Letterboxd, LetterboxDict, letterbox_padding
 from monai_osteo.transforms.multicrop import (
     RandConstrainedMultiCrop,
     RandConstrainedMultiCropD,
@@ -38,6 +39,11 @@ from monai_osteo.transforms.texture import (
 )
 
 __all__ = [
+    "Letterbox",
+    "LetterboxD",
+    "LetterboxDict",
+    "Letterboxd",
+    "letterbox_padding",
     "BONE_META_KEYS",
     "GLCM_FEATURES",
     "NORMALIZE_MODES",

@@ -1,6 +1,7 @@
 """Deterministic phantom cohorts: the embedded default datasets of the bundles."""
 
-from monai_osteo.data.phantoms.anatomy import BONE_LABELS, place_hand
+from monai_osteo.data.labels import BONE_LABELS
+from monai_osteo.data.phantoms.anatomy import place_hand
 from monai_osteo.data.phantoms.cohort import FIELD_MM, PRESETS, ensure_hand_cohort, generate_hand_cohort, render_subject
 from monai_osteo.data.phantoms.render import render_hand
 from monai_osteo.data.phantoms.subjects import (

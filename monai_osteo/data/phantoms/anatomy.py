@@ -13,12 +13,12 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from monai_osteo.data.labels import BONE_LABELS
 from monai_osteo.data.phantoms.subjects import SubjectPhenotype
 
-__all__ = ["BONE_LABELS", "Tube", "Ellipsoid", "Hand", "place_hand"]
+__all__ = ["Tube", "Ellipsoid", "Hand", "place_hand"]
 
 #: label values of the 7 target bones in every mask (0 = background)
-BONE_LABELS = {"ulna": 1, "radius": 2, "M1": 3, "M2": 4, "M3": 5, "M4": 6, "M5": 7}
 
 
 @dataclass(frozen=True)

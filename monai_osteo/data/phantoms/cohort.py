@@ -12,7 +12,6 @@ import fcntl
 import json
 import logging
 import os
-import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -20,7 +19,9 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from monai_osteo.data.phantoms.anatomy import BONE_LABELS, place_hand
+from monai_osteo.data.labels import CHANNEL_DEF
+from monai_osteo.data.phantoms.anatomy import place_hand
+from monai_osteo.io import atomic_write, atomic_write_json
 from monai_osteo.data.phantoms.render import render_hand
 from monai_osteo.data.phantoms.subjects import SubjectPhenotype, sample_cohort_subjects
 from monai_osteo.data.splits import subject_split
@@ -50,22 +51,11 @@ def render_subject(subject: SubjectPhenotype, seed: int, stream: int, index: int
 
 
 def _save_png(array: np.ndarray, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(suffix=".png", prefix=f".{path.stem}.", dir=path.parent)
-    os.close(fd)
-    try:
-        Image.fromarray(array).save(tmp, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda f: Image.fromarray(array).save(f, format="PNG"))
 
 
 def _write_json(obj, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(suffix=".json", prefix=f".{path.stem}.", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=1, sort_keys=True)
-        f.write("\n")
-    os.replace(tmp, path)
+    atomic_write_json(path, obj, indent=1, sort_keys=True)
 
 
 def _job(args) -> tuple[dict | None, str | None]:
@@ -153,7 +143,7 @@ def generate_hand_cohort(out_dir: str | os.PathLike, subjects: int = 192, unlabe
         "name": "monai_osteo phantom hand radiographs",
         "description": "Synthetic hand/wrist radiographs with M annotator masks of ulna, radius, M1-M5 and a "
                        "latent DXA T-score (osteoporosis if T < -2.5). Paths are relative to this file.",
-        "labels": {"0": "background", **{str(v): k for k, v in BONE_LABELS.items()}},
+        "labels": dict(CHANNEL_DEF),
         "classes": {"0": "normal", "1": "osteoporosis"},
         "generator": params,
         **{name: [r for r in lab if r["split"] == name] for name in ("training", "validation", "test")},

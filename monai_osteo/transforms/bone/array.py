@@ -21,7 +21,7 @@ from monai.transforms.traits import MultiSampleTrait
 from monai.transforms.utils import create_translate
 from monai.utils import TransformBackends, convert_to_dst_type, convert_to_tensor
 
-from monai_osteo.data.phantoms.anatomy import BONE_LABELS
+from monai_osteo.data.labels import BONE_LABELS
 from monai_osteo.transforms.bone.functional import (
     hadamard_patch,
     largest_component_per_label,

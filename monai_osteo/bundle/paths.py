@@ -1,21 +1,20 @@
-"""Small helpers the hand_osteo bundle configs call: bundle root, input listing, run manifest."""
+"""Where a bundle lives, and which radiograph files an inference run reads."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
-import shutil
 from pathlib import Path
 
 from monai_osteo.data import SUPPORTED_SUFFIXES
-from monai_osteo.engines.hand_osteo.common import atomic_write_json
 
-__all__ = ["find_bundle_root", "list_radiographs", "write_run_manifest"]
+__all__ = ["find_bundle_root", "list_radiographs", "output_id", "output_name_formatter"]
 
-logger = logging.getLogger("monai_osteo.hand_osteo")
+logger = logging.getLogger("monai_osteo.bundle")
 
 
-def find_bundle_root(name: str = "hand_osteo") -> str:
+def find_bundle_root(name: str) -> str:
     """The bundle folder: the current directory if it is the bundle, else ``bundles/<name>`` below it."""
     cwd = Path.cwd()
     if (cwd / "configs" / "metadata.json").is_file() and cwd.name == name:
@@ -27,10 +26,11 @@ def find_bundle_root(name: str = "hand_osteo") -> str:
                             "or pass --bundle_root PATH.")
 
 
-def list_radiographs(inputs: str | os.PathLike | list) -> list[str]:
+def list_radiographs(inputs: str | os.PathLike | list, missing_ok: bool = False) -> list[str]:
     """Radiograph files of a folder (recursive, supported suffixes, DICOM without suffix included), a file, or a list.
 
-    A path that does not exist raises ``FileNotFoundError`` naming it.
+    A path that does not exist raises ``FileNotFoundError`` naming it (``missing_ok``: gives an empty list, so that
+    an inference config can be built and property-checked before any input exists).
     """
     if isinstance(inputs, (list, tuple)):
         return [str(p) for p in inputs]
@@ -38,6 +38,8 @@ def list_radiographs(inputs: str | os.PathLike | list) -> list[str]:
     if path.is_file():
         return [str(path)]
     if not path.is_dir():
+        if missing_ok:
+            return []
         raise FileNotFoundError(f"{path}: no such file or folder of radiographs; set dataset_dir (inference) to a "
                                 "folder of DICOM/PNG/TIFF/NIfTI/NRRD radiographs, a file, or a list of files.")
     suffixes = {s.lower() for group in SUPPORTED_SUFFIXES.values() for s in group}
@@ -63,22 +65,20 @@ def _is_dicom(path: Path) -> bool:
         return False
 
 
-def write_run_manifest(output_dir: str | os.PathLike, segmentation, patches, ssl, probe) -> dict:
-    """Copy the final models to ``output_dir`` (``model.pt`` classifier, ``segmentation.pt``) and write ``run.json``."""
-    out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    manifest = {"classifier": str(out / "model.pt"), "patches": str(patches.output_dir),
-                "probe_spatial_size": probe.spatial_size, "probe": str(probe.output_dir),
-                "ssl": str(ssl.output_dir) if ssl.enabled else None, "patch_mode": patches.mode}
-    _copy(probe.checkpoint, out / "model.pt")
-    if patches.mode == "bones":
-        _copy(segmentation.checkpoint, out / "segmentation.pt")
-        manifest["segmentation"] = str(out / "segmentation.pt")
-    atomic_write_json(out / "run.json", manifest)
-    return manifest
+def output_id(source: str | os.PathLike, index: int | None = None) -> str:
+    """Output name of an input that names neither the patient nor the file: ``r[<index>_]<sha256(path)[:8]>``."""
+    digest = hashlib.sha256(str(source).encode()).hexdigest()[:8]
+    return f"r{index:05d}_{digest}" if index is not None else f"r{digest}"
 
 
-def _copy(src: Path, dst: Path) -> None:
-    tmp = dst.with_name(f".{dst.name}.tmp")
-    shutil.copyfile(src, tmp)
-    os.replace(tmp, dst)
+def output_name_formatter(record_source: bool = False):
+    """``output_name_formatter`` for MONAI's ``SaveImage(d)``: file names from :func:`output_id` unless
+    ``record_source`` (then MONAI's default: the input's file name)."""
+    from monai.data.folder_layout import default_name_formatter
+
+    def _formatter(metadict: dict, saver) -> dict:
+        if record_source:
+            return default_name_formatter(metadict, saver)
+        return {"subject": output_id(metadict.get("filename_or_obj", "")), "idx": metadict.get("patch_index")}
+
+    return _formatter

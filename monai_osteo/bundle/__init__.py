@@ -1,0 +1,22 @@
+"""The thin helpers bundle configs call: locate a bundle, resolve a datalist, list inputs, chain stage configs.
+
+- [0] MONAI model zoo conventions (``models/*/configs``): every stage is a standard MONAI workflow config.
+"""
+
+from monai_osteo.bundle.datalist import datalist_files, datalist_items, resolve_datalist, segmentation_items
+from monai_osteo.bundle.paths import find_bundle_root, list_radiographs, output_id, output_name_formatter
+from monai_osteo.bundle.stages import config_fingerprint, data_fingerprint, run_stages
+
+__all__ = [
+    "config_fingerprint",
+    "data_fingerprint",
+    "datalist_files",
+    "datalist_items",
+    "find_bundle_root",
+    "list_radiographs",
+    "output_id",
+    "output_name_formatter",
+    "resolve_datalist",
+    "run_stages",
+    "segmentation_items",
+]

@@ -1,0 +1,149 @@
+"""Chain stage configs: each stage is a standard MONAI workflow, re-run only when its config or data changed.
+
+A bundle's ``train.json`` runs its stages in order with :func:`run_stages`; every stage is an ordinary config
+(``train#trainer``, ``validate#evaluator``, handlers, ...) that also runs alone with ``python -m monai.bundle run``.
+A stage folder holds ``stage.json``: the stage's fingerprint and whether it finished. A finished stage whose
+fingerprint is unchanged is skipped; an unfinished one with the same fingerprint is run again and resumes from
+its last checkpoint (the stage config's ``CheckpointLoader``); a changed fingerprint starts the stage afresh.
+
+The fingerprint is the hash of (a) the raw config of every id the stage's ``initialize``/``run``/``finalize``
+reach through references (network, loss, optimiser, transforms, epochs, ...; not the values of path-like ids),
+(b) the content of the datalist and of every file it lists, and (c) the previous stage's fingerprint. MONAI's
+bundle tools have no notion of a pipeline of configs (the model zoo runs several configs by hand, e.g.
+brats_mri_generative_diffusion), hence this helper.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+
+from monai.bundle import ConfigParser, ConfigWorkflow
+from monai.bundle.reference_resolver import ReferenceResolver
+
+from monai_osteo.bundle.datalist import datalist_files
+from monai_osteo.io import atomic_write_json
+
+__all__ = ["STAGE_FILE", "config_fingerprint", "data_fingerprint", "run_stages"]
+
+logger = logging.getLogger("monai_osteo.bundle")
+STAGE_FILE = "stage.json"
+#: ids whose values are locations, not settings: moving the data or the outputs does not re-run a stage
+PATH_IDS = ("bundle_root", "dataset_dir", "datalist_file", "phantom_dir", "output_dir", "models_dir")
+
+
+def config_fingerprint(parser: ConfigParser, roots: Iterable[str] = ("initialize", "run", "finalize"),
+                       path_ids: Iterable[str] = PATH_IDS) -> str:
+    """Hash of the raw config of every id reachable from ``roots`` (the parsed ``parser``'s items).
+
+    Ids in ``path_ids`` and ids ending in ``_dir``/``_file`` are left out (locations, not settings).
+    """
+    if not parser.ref_resolver.items:
+        parser.parse(True)
+    items = parser.ref_resolver.items
+    skip = set(path_ids)
+    todo = [r for r in roots if r in items]
+    seen: set[str] = set()
+    while todo:
+        i = todo.pop()
+        if i in seen or i in skip or i.endswith(("_dir", "_file")):
+            continue
+        seen.add(i)
+        todo.extend(ReferenceResolver.find_refs_in_config(items[i].get_config(), i))
+    content = {i: items[i].get_config() for i in sorted(seen) if i in items}
+    return _sha(json.dumps(content, sort_keys=True, default=repr))
+
+
+def data_fingerprint(files: Sequence[str | os.PathLike]) -> str:
+    """Hash of the content of ``files`` (a datalist and everything it lists: :func:`datalist_files`), not their paths.
+
+    The order of ``files`` matters, their names do not.
+    """
+    h = hashlib.sha256()
+    for f in files:
+        with open(f, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+        h.update(b"\0")
+    return h.hexdigest()[:16]
+
+
+def _sha(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _read_stage(folder: Path) -> dict:
+    try:
+        return json.loads((folder / STAGE_FILE).read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def run_stages(stages: Sequence[Mapping], settings: Mapping | None = None, datalist: str | None = None,
+               meta_file: str | None = None, resume: bool = True) -> list[dict]:
+    """Run stage configs in order; skip a stage whose fingerprint matches a finished run of it.
+
+    Args:
+        stages: one mapping per stage: ``name``; ``config_file`` (a path or list of paths, layered like
+            ``--config_file``); ``output_dir`` (the stage folder: ``stage.json`` lives there); optional
+            ``overrides`` (ids -> values, like ``--id value`` on the command line), ``workflow_type``
+            ("train" checks the standard train properties; default none), ``enabled`` (default True),
+            ``checkpoint_dir`` (cleared when the stage starts afresh; default none).
+        settings: overrides given to every stage (the shared settings of the parent config: seed, sizes, ...).
+        datalist: the datalist whose content (and that of every file it lists) is part of each fingerprint.
+        meta_file: ``metadata.json`` of the bundle.
+        resume: False re-runs every stage from scratch.
+
+    Returns:
+        one record per stage: ``name``, ``fingerprint``, ``skipped``, ``seconds``.
+    """
+    data_fp = data_fingerprint(datalist_files(datalist)) if datalist else ""
+    upstream, records = data_fp, []
+    for stage in stages:
+        name = stage["name"]
+        if not stage.get("enabled", True):
+            logger.info("stage %s: disabled", name)
+            records.append({"name": name, "fingerprint": None, "skipped": True, "seconds": 0.0})
+            continue
+        files = [stage["config_file"]] if isinstance(stage["config_file"], (str, os.PathLike)) else \
+            list(stage["config_file"])
+        over = {**dict(settings or {}), **dict(stage.get("overrides") or {})}
+        wf = ConfigWorkflow(config_file=[str(f) for f in files], meta_file=meta_file, logging_file=False,
+                            workflow_type=stage.get("workflow_type"), **over)
+        wf.initialize()
+        fp = _sha(upstream + config_fingerprint(wf.parser))
+        folder = Path(stage["output_dir"])
+        have = _read_stage(folder)
+        if resume and have.get("fingerprint") == fp and have.get("status") == "done":
+            logger.info("stage %s: up to date in %s (fingerprint %s), skipped", name, folder, fp)
+            wf.finalize()
+            records.append({"name": name, "fingerprint": fp, "skipped": True, "seconds": 0.0})
+            upstream = fp
+            continue
+        ckpt = stage.get("checkpoint_dir")
+        if ckpt and (not resume or have.get("fingerprint") != fp) and Path(ckpt).is_dir():
+            logger.info("stage %s: settings or data changed, starting afresh (removing %s)", name, ckpt)
+            shutil.rmtree(ckpt)
+        elif have.get("fingerprint") == fp:
+            logger.info("stage %s: resuming an unfinished run (fingerprint %s)", name, fp)
+        missing = wf.check_properties() if stage.get("workflow_type") else None
+        if missing:
+            raise ValueError(f"stage {name}: the config misses the required ids {missing} of a MONAI "
+                             f"{stage['workflow_type']} workflow ({files}).")
+        atomic_write_json(folder / STAGE_FILE, {"fingerprint": fp, "status": "running", "config_file": files})
+        start = time.perf_counter()
+        logger.info("stage %s: running %s", name, [Path(f).name for f in files])
+        wf.run()
+        wf.finalize()
+        seconds = round(time.perf_counter() - start, 1)
+        atomic_write_json(folder / STAGE_FILE, {"fingerprint": fp, "status": "done", "config_file": files,
+                                                "seconds": seconds})
+        records.append({"name": name, "fingerprint": fp, "skipped": False, "seconds": seconds})
+        upstream = fp
+    return records
