@@ -19,7 +19,6 @@ import hashlib
 import json
 import logging
 import os
-import shutil
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -35,7 +34,8 @@ __all__ = ["STAGE_FILE", "config_fingerprint", "data_fingerprint", "run_stages"]
 logger = logging.getLogger("monai_osteo.bundle")
 STAGE_FILE = "stage.json"
 #: ids whose values are locations, not settings: moving the data or the outputs does not re-run a stage
-PATH_IDS = ("bundle_root", "dataset_dir", "datalist_file", "phantom_dir", "output_dir", "models_dir")
+PATH_IDS = ("bundle_root", "dataset_dir", "datalist_file", "datalist", "phantom_dir", "output_dir", "models_dir",
+            "config_dir", "meta_file")
 
 
 def config_fingerprint(parser: ConfigParser, roots: Iterable[str] = ("initialize", "run", "finalize"),
@@ -93,8 +93,10 @@ def run_stages(stages: Sequence[Mapping], settings: Mapping | None = None, datal
         stages: one mapping per stage: ``name``; ``config_file`` (a path or list of paths, layered like
             ``--config_file``); ``output_dir`` (the stage folder: ``stage.json`` lives there); optional
             ``overrides`` (ids -> values, like ``--id value`` on the command line), ``workflow_type``
-            ("train" checks the standard train properties; default none), ``enabled`` (default True),
-            ``checkpoint_dir`` (cleared when the stage starts afresh; default none).
+            ("train"/"infer" check MONAI's standard properties; default none), ``enabled`` (default True),
+            ``inherit`` (receive ``settings``; default True), ``meta_file`` (default: ``meta_file``),
+            ``resume_file`` (the checkpoint a resumed run loads, removed when the stage starts afresh; default
+            ``"last.pt"`` in ``output_dir``).
         settings: overrides given to every stage (the shared settings of the parent config: seed, sizes, ...).
         datalist: the datalist whose content (and that of every file it lists) is part of each fingerprint.
         meta_file: ``metadata.json`` of the bundle.
@@ -113,8 +115,9 @@ def run_stages(stages: Sequence[Mapping], settings: Mapping | None = None, datal
             continue
         files = [stage["config_file"]] if isinstance(stage["config_file"], (str, os.PathLike)) else \
             list(stage["config_file"])
-        over = {**dict(settings or {}), **dict(stage.get("overrides") or {})}
-        wf = ConfigWorkflow(config_file=[str(f) for f in files], meta_file=meta_file, logging_file=False,
+        over = {**(dict(settings or {}) if stage.get("inherit", True) else {}), **dict(stage.get("overrides") or {})}
+        wf = ConfigWorkflow(config_file=[str(f) for f in files], meta_file=stage.get("meta_file", meta_file),
+                            logging_file=False,
                             workflow_type=stage.get("workflow_type"), **over)
         wf.initialize()
         fp = _sha(upstream + config_fingerprint(wf.parser))
@@ -126,10 +129,10 @@ def run_stages(stages: Sequence[Mapping], settings: Mapping | None = None, datal
             records.append({"name": name, "fingerprint": fp, "skipped": True, "seconds": 0.0})
             upstream = fp
             continue
-        ckpt = stage.get("checkpoint_dir")
-        if ckpt and (not resume or have.get("fingerprint") != fp) and Path(ckpt).is_dir():
-            logger.info("stage %s: settings or data changed, starting afresh (removing %s)", name, ckpt)
-            shutil.rmtree(ckpt)
+        resume_file = folder / stage.get("resume_file", "last.pt")
+        if (not resume or have.get("fingerprint") != fp) and resume_file.is_file():
+            logger.info("stage %s: settings or data changed, starting afresh (removing %s)", name, resume_file)
+            resume_file.unlink()
         elif have.get("fingerprint") == fp:
             logger.info("stage %s: resuming an unfinished run (fingerprint %s)", name, fp)
         missing = wf.check_properties() if stage.get("workflow_type") else None

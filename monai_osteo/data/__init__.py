@@ -8,6 +8,7 @@ from monai_osteo.data.labels import BONE_LABELS, BONES, CHANNEL_DEF
 from monai_osteo.data.readers import (
     SUPPORTED_SUFFIXES,
     LoadAnnotatorMasksd,
+    LoadBonePatchd,
     LoadRadiograph,
     LoadRadiographD,
     LoadRadiographd,
@@ -22,6 +23,7 @@ __all__ = [
     "CHANNEL_DEF",
     "SUPPORTED_SUFFIXES",
     "LoadAnnotatorMasksd",
+    "LoadBonePatchd",
     "LoadRadiograph",
     "LoadRadiographD",
     "LoadRadiographDict",

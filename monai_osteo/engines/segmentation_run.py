@@ -11,11 +11,9 @@ defaults are CPU settings (256 x 176 input, channels 16-256, K=4, S=2, L=6, Adam
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -27,7 +25,7 @@ from monai.handlers import IgniteMetricHandler
 from monai.transforms import Compose, EnsureTyped, RandAffined, Resized
 from monai.utils import set_determinism
 
-from monai_osteo.data import LoadAnnotatorMasksd, LoadRadiographd, ensure_hand_cohort
+from monai_osteo.data import BONES, LoadAnnotatorMasksd, LoadRadiographd, ensure_hand_cohort
 from monai_osteo.engines.ot_segmentation import (
     OTSegmentationEvaluator,
     OTSegmentationTrainer,
@@ -35,13 +33,13 @@ from monai_osteo.engines.ot_segmentation import (
     ged_output_transform,
 )
 from monai_osteo.handlers import GammaAnnealingHandler
+from monai_osteo.io import atomic_save, atomic_write_json
 from monai_osteo.losses import OTSegmentationLoss
 from monai_osteo.metrics import ConsensusDiceMetric, GEDMetric, consensus_labels
 from monai_osteo.networks.nets import MultiDecoderOTUNet
 from monai_osteo.report import save_segmentation_png
 
 logger = logging.getLogger("monai_osteo.segmentation")
-BONES = ("ulna", "radius", "M1", "M2", "M3", "M4", "M5")
 
 
 def segmentation_transforms(size: tuple[int, int], train: bool) -> Compose:
@@ -137,10 +135,7 @@ def run(args: argparse.Namespace) -> dict:
                     time.perf_counter() - start)
         if dice > best["dice"]:
             best.update(dice=dice, epoch=engine.state.epoch)
-            fd, tmp = tempfile.mkstemp(dir=out, suffix=".pt")
-            os.close(fd)
-            torch.save(net.state_dict(), tmp)
-            os.replace(tmp, ckpt)
+            atomic_save(net.state_dict(), ckpt)
 
     start = time.perf_counter()
     trainer.run()
@@ -163,10 +158,7 @@ def run(args: argparse.Namespace) -> dict:
         "args": vars(args),
         "datalist": str(datalist),
     }
-    fd, tmp = tempfile.mkstemp(dir=out, suffix=".json")
-    with os.fdopen(fd, "w") as f:
-        json.dump(result, f, indent=2)
-    os.replace(tmp, out / "metrics.json")
+    atomic_write_json(out / "metrics.json", result)
     logger.info("test: dice %.4f, GED %.4f, per bone %s (trained in %.0f s)", result["dice_mean"], result["ged"],
                 {k: round(v, 3) for k, v in result["dice_per_bone"].items()}, train_s)
     return result

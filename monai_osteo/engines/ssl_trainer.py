@@ -4,9 +4,7 @@ Batches are dictionaries with ``global_key`` and ``local_key`` lists of (B, C, h
 :class:`~monai_osteo.transforms.RandConstrainedMultiCropd` and a MONAI ``DataLoader`` give) and an optional
 ``label_key`` (B,) (SupCon's classes, negative = unlabelled). The network maps the list of views to a dict
 (:class:`~monai_osteo.networks.nets.SSLNetwork`), the loss maps that dict and the labels to a scalar
-(:class:`~monai_osteo.losses.MultiCropSSLLoss`). Only ``_iteration`` is overridden; ``run`` re-reads the epoch
-length so that a loader whose dataset is filled by an earlier pipeline stage works (see
-:class:`~monai_osteo.engines.hand_osteo.datasets.BonePatchDataset`).
+(:class:`~monai_osteo.losses.MultiCropSSLLoss`). Only ``_iteration`` is overridden.
 
 - [0] hand_xray_osteoporosis_journal, §"Self-supervised pre-training" (Fig. 4).
 """
@@ -40,15 +38,6 @@ class MultiViewSSLTrainer(SupervisedTrainer):
         kwargs.setdefault("decollate", False)
         super().__init__(*args, **kwargs)
         self.global_key, self.local_key, self.label_key = global_key, local_key, label_key
-
-    def run(self) -> None:  # type: ignore[override]
-        """Run training; the epoch length is taken from the loader now (its dataset may have been filled late)."""
-        n = len(self.data_loader)
-        if n == 0:
-            raise ValueError("the SSL data loader is empty: no pretraining patches. Run the patch stage first and "
-                             "check that batch_size is not larger than the number of patches (drop_last).")
-        self.state.epoch_length = n
-        super().run()
 
     def _iteration(self, engine: MultiViewSSLTrainer, batchdata: dict) -> dict:
         if batchdata is None or engine.global_key not in batchdata:

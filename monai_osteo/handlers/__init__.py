@@ -1,6 +1,7 @@
 """Ignite handlers."""
 
+from monai_osteo.handlers.bone_patch_writer import BonePatchWriter
 from monai_osteo.handlers.checkpoint import AtomicCheckpointSaver, last_checkpoint
 from monai_osteo.handlers.gamma_annealing import GammaAnnealingHandler, gamma_schedule
 
-__all__ = ["AtomicCheckpointSaver", "GammaAnnealingHandler", "gamma_schedule", "last_checkpoint"]
+__all__ = ["AtomicCheckpointSaver", "BonePatchWriter", "GammaAnnealingHandler", "gamma_schedule", "last_checkpoint"]

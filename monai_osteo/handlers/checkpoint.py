@@ -53,7 +53,8 @@ class AtomicCheckpointSaver(CheckpointSaver):
         for ckpt in (self._final_checkpoint, self._key_metric_checkpoint, self._interval_checkpoint):
             if ckpt is not None:
                 fixed = interval_filename if ckpt is self._interval_checkpoint else None
-                ckpt.save_handler = _AtomicDiskSaver(self.save_dir, fixed or getattr(ckpt.save_handler, "filename", None))
+                fixed = fixed or getattr(ckpt.save_handler, "filename", None)
+                ckpt.save_handler = _AtomicDiskSaver(self.save_dir, fixed)
 
     def state_dict(self) -> dict:
         """The best-so-far record of the key-metric checkpoint (saved in ``last.pt`` so a resumed run keeps it)."""

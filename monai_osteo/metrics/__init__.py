@@ -18,8 +18,10 @@ from monai_osteo.metrics.segmentation import (
     per_class_dice,
 )
 from monai_osteo.metrics.subject import aggregate_subjects, subject_macro_f1
+from monai_osteo.metrics.subject_metric import SubjectMacroF1
 
 __all__ = [
+    "SubjectMacroF1",
     "QC_FLAGS",
     "ConsensusDiceMetric",
     "GEDMetric",

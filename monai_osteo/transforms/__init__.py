@@ -9,7 +9,17 @@ from monai_osteo.transforms.bone import (
     ExtractBonePatchesDict,
     collate_bone_patches,
 )
-from monai_osteo.transforms.letterbox import Letterbox, LetterboxD, Letterboxd, LetterboxDict, letterbox_padding
+from monai_osteo.transforms.features import FrozenFeatures, FrozenFeaturesd
+from monai_osteo.transforms.letterbox import (
+    CropLetterbox,
+    CropLetterboxd,
+    Letterbox,
+    LetterboxD,
+    Letterboxd,
+    LetterboxDict,
+    letterbox_padding,
+    letterbox_window,
+)
 from monai_osteo.transforms.multicrop import (
     RandConstrainedMultiCrop,
     RandConstrainedMultiCropD,
@@ -39,11 +49,16 @@ from monai_osteo.transforms.texture import (
 )
 
 __all__ = [
+    "FrozenFeatures",
+    "FrozenFeaturesd",
+    "CropLetterbox",
+    "CropLetterboxd",
     "Letterbox",
     "LetterboxD",
     "LetterboxDict",
     "Letterboxd",
     "letterbox_padding",
+    "letterbox_window",
     "BONE_META_KEYS",
     "GLCM_FEATURES",
     "NORMALIZE_MODES",

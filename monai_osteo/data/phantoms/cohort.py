@@ -21,10 +21,10 @@ from tqdm import tqdm
 
 from monai_osteo.data.labels import CHANNEL_DEF
 from monai_osteo.data.phantoms.anatomy import place_hand
-from monai_osteo.io import atomic_write, atomic_write_json
 from monai_osteo.data.phantoms.render import render_hand
 from monai_osteo.data.phantoms.subjects import SubjectPhenotype, sample_cohort_subjects
 from monai_osteo.data.splits import subject_split
+from monai_osteo.io import atomic_write, atomic_write_json
 
 __all__ = ["FIELD_MM", "PRESETS", "generate_hand_cohort", "ensure_hand_cohort", "render_subject"]
 

@@ -18,9 +18,11 @@ from monai_osteo.data.readers.functional import (
     valid_spacing,
 )
 from monai_osteo.data.readers.masks import LoadAnnotatorMasksd
+from monai_osteo.data.readers.patches import LoadBonePatchd, save_bone_patch
 
 __all__ = [
     "LoadAnnotatorMasksd",
+    "LoadBonePatchd",
     "LUMA_WEIGHTS_BT601",
     "SUPPORTED_SUFFIXES",
     "VOI_LUT_FUNCTIONS",
@@ -32,5 +34,6 @@ __all__ = [
     "apply_voi_window",
     "min_max_normalize",
     "rgb_to_gray",
+    "save_bone_patch",
     "valid_spacing",
 ]

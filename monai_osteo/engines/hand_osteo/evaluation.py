@@ -11,31 +11,21 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from monai.data import DataLoader, Dataset
+from monai.transforms import Compose, EnsureTyped, Resized
 
-from monai_osteo.engines.hand_osteo.common import BONES, atomic_write_json, atomic_write_text, resolve_device
-from monai_osteo.engines.hand_osteo.probe_stage import LinearProbeStage
+from monai_osteo.bundle.hand_osteo import patch_records
+from monai_osteo.data.labels import BONES
+from monai_osteo.data.readers.patches import LoadBonePatchd
+from monai_osteo.io import atomic_write_json, atomic_write_text
 from monai_osteo.metrics.screening import screening_metrics
 from monai_osteo.metrics.subject import aggregate_subjects
 from monai_osteo.report import bone_contributions, save_bone_contribution_png, save_roc_png
 
-__all__ = ["ScreeningEvaluation", "format_table"]
+__all__ = ["ScreeningEvaluation", "format_table", "run_names"]
 
 logger = logging.getLogger("monai_osteo.hand_osteo")
 METRICS = ("precision", "recall", "f1", "auc", "accuracy")
-
-
-class _Records:
-    def __init__(self, index: Path) -> None:
-        self.index = index
-
-    def records(self, role=None, splits=None) -> list[dict]:
-        data = json.loads(self.index.read_text())
-        root = self.index.parent
-        return [dict(r, patch=str(root / r["patch"])) for r in data["patches"]
-                if (role is None or role in r["role"]) and (splits is None or r["split"] in splits)]
-
-    def settings(self) -> dict:
-        return {}
 
 
 class ScreeningEvaluation:
@@ -53,17 +43,29 @@ class ScreeningEvaluation:
         output_dir: where to write.
         classifier: a ``BoneClassifier`` with the runs' architecture.
         split: "test" (default) or "validation".
-        device: "auto", "cpu", "cuda".
+        device: "cpu", "cuda", ...
     """
 
     def __init__(self, run_dirs: str | os.PathLike | Sequence[str | os.PathLike], output_dir: str | os.PathLike,
-                 classifier: torch.nn.Module, split: str = "test", device: str = "auto") -> None:
+                 classifier: torch.nn.Module, split: str = "test", device: str | torch.device = "cpu") -> None:
         run_dirs = [run_dirs] if isinstance(run_dirs, (str, os.PathLike)) else list(run_dirs)
         if not run_dirs:
             raise ValueError("run_dirs must name at least one trained run (the output_dir of train.json).")
         self.run_dirs = [Path(r) for r in run_dirs]
         self.output_dir, self.classifier, self.split = Path(output_dir), classifier, split
-        self.device = resolve_device(device)
+        self.device = torch.device(device)
+
+    @torch.no_grad()
+    def predict(self, records: list[dict], patch_size: int, batch_size: int = 32) -> np.ndarray:
+        """Class probabilities (N, C) of the classifier on the patch records (the probe's preprocessing)."""
+        transform = Compose([LoadBonePatchd(keys="image"),
+                             Resized(keys="image", spatial_size=(patch_size, patch_size), mode="bilinear",
+                                     anti_aliasing=True),
+                             EnsureTyped(keys="image", dtype=torch.float32, track_meta=False)])
+        net = self.classifier.to(self.device).eval()
+        loader = DataLoader(Dataset(records, transform), batch_size=batch_size, shuffle=False, num_workers=0)
+        out = [torch.softmax(net(b["image"].to(self.device)).float(), 1).cpu() for b in loader]
+        return torch.cat(out).numpy()
 
     def _evaluate_run(self, run_dir: Path) -> tuple[dict, list[dict]]:
         manifest = run_dir / "run.json"
@@ -73,21 +75,16 @@ class ScreeningEvaluation:
         run = json.loads(manifest.read_text())
         spatial = int(run["probe_spatial_size"])
         self.classifier.load_state_dict(torch.load(run["classifier"], map_location="cpu"))
-        probe = LinearProbeStage(_Records(Path(run["patches"]) / "index.json"), self.classifier, run_dir / "probe",
-                                 spatial_size=spatial, device=str(self.device), batch_size=32)
-        records = probe.patches.records("probe", [self.split])
-        if not records:
-            raise ValueError(f"{run_dir}: no labelled patches in split {self.split!r}.")
-        probs = probe.predict(records)
+        records = patch_records(run["patches"], "probe", [self.split])
+        probs = self.predict(records, spatial)
         subjects = aggregate_subjects([{**r, "probs": p} for r, p in zip(records, probs)])
         metrics = screening_metrics([s["label"] for s in subjects], [s["probability"] for s in subjects])
         return metrics, subjects
 
     def run(self) -> dict:
         per_run, curves, all_subjects = {}, {}, []
-        for run_dir in self.run_dirs:
+        for run_dir, name in zip(self.run_dirs, run_names(self.run_dirs)):
             metrics, subjects = self._evaluate_run(run_dir)
-            name = run_dir.name
             per_run[name] = metrics
             curves[f"{name} (AUC {metrics['auc']:.3f})"] = ([s["label"] for s in subjects],
                                                             [s["probability"] for s in subjects])
@@ -107,6 +104,25 @@ class ScreeningEvaluation:
         logger.info("evaluation (%d run(s), %s): %s", len(per_run), self.split,
                     ", ".join(f"{k} {v['mean']:.3f} ± {v['std']:.3f}" for k, v in summary.items()))
         return result
+
+
+def run_names(run_dirs: Sequence[Path]) -> list[str]:
+    """Distinct display names of run folders: the folder name, with as many parent folders as needed to tell
+    runs apart (``seed0/run`` and ``seed1/run``); the same folder given twice gets ``#2``."""
+    paths = [Path(os.path.abspath(r)) for r in run_dirs]
+    depth = 1
+    while depth < max(len(p.parts) for p in paths):
+        names = ["/".join(p.parts[-depth:]) for p in paths]
+        if len(set(names)) == len(set(paths)):
+            break
+        depth += 1
+    names = ["/".join(p.parts[-depth:]) for p in paths]
+    seen: dict[str, int] = {}
+    out = []
+    for n in names:
+        seen[n] = seen.get(n, 0) + 1
+        out.append(n if seen[n] == 1 else f"{n}#{seen[n]}")
+    return out
 
 
 def _mean_std(values: Sequence[float]) -> dict:

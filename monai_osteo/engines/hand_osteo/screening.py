@@ -8,7 +8,6 @@ is written atomically and named ``<index>_<hash>`` (never after the file name, w
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import time
@@ -19,8 +18,10 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from monai_osteo.engines.hand_osteo.common import BONES, atomic_write_json, resolve_device
+from monai_osteo.bundle.paths import output_id
+from monai_osteo.data.labels import BONES
 from monai_osteo.engines.hand_osteo.segment import segment_radiograph
+from monai_osteo.io import atomic_write_json
 from monai_osteo.metrics.quality import (
     describe_qc_flags,
     missing_bone_names,
@@ -57,7 +58,8 @@ class HandScreener:
                  patch_size: int = 224, threshold: float = 0.5, uncertainty: bool = True, margin: float = 0.05,
                  min_area: float = 5e-4, min_confidence: float = 0.8, min_bones_for_hand: int = 4,
                  area_range=(0.005, 0.6), device: str = "auto") -> None:
-        self.device = resolve_device(device)
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu") if str(device) == "auto" \
+            else torch.device(device)
         for net, ckpt, what in ((segmentation_network, segmentation_checkpoint, "segmentation"),
                                 (classifier, classifier_checkpoint, "classifier")):
             if ckpt is not None:
@@ -136,6 +138,14 @@ def _root_cause(e: BaseException) -> str:
     return f"{type(e).__name__}: {e}"
 
 
+def _redact(message: str, source: str) -> str:
+    """``message`` with the input's path and file name replaced by ``<input>``."""
+    for s in sorted({source, os.path.basename(source), Path(source).stem}, key=len, reverse=True):
+        if s:
+            message = message.replace(s, "<input>")
+    return message
+
+
 def _masked_mean(x, mask) -> float | None:
     if x is None:
         return None
@@ -172,14 +182,20 @@ class ScreeningRunner:
         sources = [d["image"] if isinstance(d, dict) else d for d in getattr(self.dataset, "data", [])]
         for i in tqdm(range(len(self.dataset)), desc="screening", unit="radiograph", disable=None):
             src = str(sources[i]) if i < len(sources) else str(i)
-            rid = f"r{i:05d}_{hashlib.sha256(src.encode()).hexdigest()[:8]}"
+            rid = output_id(src, i)
             start = time.perf_counter()
             try:
                 item = self.dataset[i]
                 res = self.screener(item["image"])
             except Exception as e:  # noqa: BLE001 - report the bad file, finish the rest
-                logger.error("%s (%s): skipped: %s", rid, src, _root_cause(e))
-                failures.append({"id": rid, "source": src, "error": _root_cause(e)})
+                reason = _root_cause(e)
+                if self.record_source:
+                    logger.error("%s (%s): skipped: %s", rid, src, reason)
+                    failures.append({"id": rid, "source": src, "error": reason})
+                else:  # the reader's message names the file: keep only what it says is wrong
+                    reason = _redact(reason, src)
+                    logger.error("%s: skipped: %s", rid, reason)
+                    failures.append({"id": rid, "error": reason})
                 continue
             labels, unc = res.pop("_labels"), res.pop("_uncertainty")
             res = {"id": rid, **res, "seconds": round(time.perf_counter() - start, 3)}

@@ -1,4 +1,5 @@
-from monai_osteo.transforms.letterbox.array import Letterbox, letterbox_padding
-from monai_osteo.transforms.letterbox.dictionary import Letterboxd, LetterboxD, LetterboxDict
+from monai_osteo.transforms.letterbox.array import CropLetterbox, Letterbox, letterbox_padding, letterbox_window
+from monai_osteo.transforms.letterbox.dictionary import CropLetterboxd, LetterboxD, Letterboxd, LetterboxDict
 
-__all__ = ["Letterbox", "LetterboxD", "LetterboxDict", "Letterboxd", "letterbox_padding"]
+__all__ = ["CropLetterbox", "CropLetterboxd", "Letterbox", "LetterboxD", "LetterboxDict", "Letterboxd",
+           "letterbox_padding", "letterbox_window"]

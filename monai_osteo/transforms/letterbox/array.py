@@ -13,10 +13,10 @@ from collections.abc import Sequence
 
 import torch
 from monai.config import NdarrayOrTensor
-from monai.transforms import InvertibleTransform, Pad, Resize
-from monai.utils import convert_to_tensor
+from monai.transforms import InvertibleTransform, Pad, Resize, Transform
+from monai.utils import TransformBackends, convert_to_tensor
 
-__all__ = ["Letterbox", "letterbox_padding"]
+__all__ = ["CropLetterbox", "Letterbox", "letterbox_padding", "letterbox_window"]
 
 
 def letterbox_padding(shape: Sequence[int], ratio: float) -> list[tuple[int, int]]:
@@ -69,3 +69,40 @@ class Letterbox(InvertibleTransform):
 
     def inverse(self, data: torch.Tensor) -> torch.Tensor:
         return self.pad.inverse(self.resize.inverse(data))
+
+
+def letterbox_window(ref: torch.Tensor) -> tuple[float, float, float, float]:
+    """The image's window (top, bottom, left, right) as fractions of a letterboxed ``ref``, read from its trace.
+
+    Args:
+        ref: the output of :class:`Letterbox`, a MetaTensor whose ``applied_operations`` end with its pad and resize.
+    """
+    ops = getattr(ref, "applied_operations", None) or []
+    pads = [op for op in ops if op.get("class") == "Pad"]
+    if not pads:
+        raise ValueError("ref must be a MetaTensor letterboxed by Letterbox(d) (its trace holds the padding); keep "
+                         "track_meta on in the preprocessing, and do not invert it before this transform.")
+    padded = pads[-1]["extra_info"]["padded"]
+    (top, bottom), (left, right) = [tuple(int(v) for v in p) for p in padded[-2:]]
+    orig = pads[-1]["orig_size"]
+    h, w = int(orig[-2]), int(orig[-1])
+    hp, wp = h + top + bottom, w + left + right
+    return top / hp, (top + h) / hp, left / wp, (left + w) / wp
+
+
+class CropLetterbox(Transform):
+    """Crop a prediction made at the network's size to the image's window: undo the padding, not the resize.
+
+    The bone patches are cut at the radiograph's native scale from class probabilities at the reduced size
+    (:class:`~monai_osteo.transforms.ExtractBonePatches` upsamples only each bone's window), so the full-size
+    inverse (``Invertd``) that upsamples every class channel is not needed.
+    """
+
+    backend = [TransformBackends.TORCH]
+
+    def __call__(self, pred: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+        """(C, h, w) prediction on the letterboxed ``ref`` -> (C, h', w') inside the image's window."""
+        top, bottom, left, right = letterbox_window(ref)
+        h, w = pred.shape[-2:]
+        r0, r1, c0, c1 = (round(v) for v in (top * h, bottom * h, left * w, right * w))
+        return pred[..., r0:r1, c0:c1]

@@ -8,9 +8,9 @@ from monai.config import KeysCollection
 from monai.transforms import InvertibleTransform, MapTransform
 from monai.utils import ensure_tuple_rep
 
-from monai_osteo.transforms.letterbox.array import Letterbox
+from monai_osteo.transforms.letterbox.array import CropLetterbox, Letterbox
 
-__all__ = ["LetterboxD", "LetterboxDict", "Letterboxd"]
+__all__ = ["CropLetterboxd", "LetterboxD", "LetterboxDict", "Letterboxd"]
 
 
 class Letterboxd(MapTransform, InvertibleTransform):
@@ -47,3 +47,26 @@ class Letterboxd(MapTransform, InvertibleTransform):
 
 
 LetterboxD = LetterboxDict = Letterboxd
+
+
+class CropLetterboxd(MapTransform):
+    """Crop each key (a prediction at the network's size) to the image window of the letterboxed ``ref_key``.
+
+    Args:
+        keys: predictions, (C, h, w) on the letterboxed grid.
+        ref_key: the letterboxed image (a MetaTensor with the :class:`Letterboxd` trace).
+        allow_missing_keys: don't raise if a key is missing.
+    """
+
+    backend = CropLetterbox.backend
+
+    def __init__(self, keys: KeysCollection, ref_key: str = "image", allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.ref_key = ref_key
+        self.crop = CropLetterbox()
+
+    def __call__(self, data: Mapping[Hashable, object]) -> dict[Hashable, object]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = self.crop(d[key], d[self.ref_key])
+        return d
