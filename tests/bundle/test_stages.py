@@ -1,0 +1,117 @@
+"""run_stages: a stage re-runs only when its resolved config, its data content or an upstream stage changed."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from monai_osteo.bundle import config_fingerprint, run_stages
+from monai_osteo.bundle.stages import STAGE_FILE
+
+# a stage appends its value to count.txt: the file's length tells how often it ran
+STAGE = {
+    "imports": ["$import pathlib"],
+    "value": 1,
+    "unrelated": "x",
+    "run": ["$pathlib.Path(@output_dir).mkdir(parents=True, exist_ok=True)",
+            "$open(pathlib.Path(@output_dir) / 'count.txt', 'a').write(str(@value))"],
+}
+
+
+@pytest.fixture
+def setup(tmp_path):
+    config = tmp_path / "stage.json"
+    config.write_text(json.dumps(STAGE))
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "a.txt").write_text("image a")
+    datalist = data / "datalist.json"
+    datalist.write_text(json.dumps({"training": [{"image": "a.txt"}]}))
+    return config, datalist, tmp_path
+
+
+def _stage(config, out, **over):
+    return {"name": out.name, "config_file": str(config), "output_dir": str(out), "overrides": {"output_dir": str(out),
+                                                                                                  **over}}
+
+
+def _count(out: Path) -> str:
+    return (out / "count.txt").read_text() if (out / "count.txt").is_file() else ""
+
+
+def test_second_run_is_skipped_and_changed_setting_reruns(setup):
+    config, datalist, root = setup
+    out = root / "s1"
+    recs = run_stages([_stage(config, out)], datalist=str(datalist))
+    assert _count(out) == "1" and not recs[0]["skipped"]
+    assert json.loads((out / STAGE_FILE).read_text())["status"] == "done"
+    assert run_stages([_stage(config, out)], datalist=str(datalist))[0]["skipped"]
+    run_stages([_stage(config, out, unrelated="y")], datalist=str(datalist))  # not reachable from run
+    assert _count(out) == "1"
+    run_stages([_stage(config, out, value=2)], datalist=str(datalist))
+    assert _count(out) == "12"
+    run_stages([_stage(config, out, value=2)], datalist=str(datalist), resume=False)
+    assert _count(out) == "122"
+
+
+def test_data_content_not_path_decides(setup):
+    config, datalist, root = setup
+    out = root / "s1"
+    run_stages([_stage(config, out)], datalist=str(datalist))
+    moved = root / "moved"
+    (datalist.parent).rename(moved)
+    run_stages([_stage(config, out, datalist=str(moved / "datalist.json"))], datalist=str(moved / "datalist.json"))
+    assert _count(out) == "1"  # same content elsewhere: skipped
+    (moved / "a.txt").write_text("image a, edited")
+    run_stages([_stage(config, out)], datalist=str(moved / "datalist.json"))
+    assert _count(out) == "11"  # a listed file changed: re-run
+
+
+def test_upstream_change_reruns_downstream_and_disabled_stage_is_skipped(setup):
+    config, datalist, root = setup
+    a, b = root / "a", root / "b"
+    run_stages([_stage(config, a), _stage(config, b)], datalist=str(datalist))
+    assert (_count(a), _count(b)) == ("1", "1")
+    run_stages([_stage(config, a, value=3), _stage(config, b)], datalist=str(datalist))
+    assert (_count(a), _count(b)) == ("13", "11")
+    recs = run_stages([{**_stage(config, a, value=3), "enabled": False}, _stage(config, b)], datalist=str(datalist))
+    assert recs[0]["skipped"] and recs[0]["fingerprint"] is None and _count(a) == "13"
+
+
+def test_unfinished_run_resumes_changed_run_starts_afresh(setup):
+    config, datalist, root = setup
+    out = root / "s1"
+    run_stages([_stage(config, out)], datalist=str(datalist))
+    state = json.loads((out / STAGE_FILE).read_text())
+    # a killed run: same fingerprint, status running, its resume checkpoint on disk
+    (out / STAGE_FILE).write_text(json.dumps({**state, "status": "running"}))
+    (out / "last.pt").write_bytes(b"checkpoint")
+    run_stages([_stage(config, out)], datalist=str(datalist))
+    assert _count(out) == "11" and (out / "last.pt").is_file()  # ran again, kept the checkpoint to resume from
+    (out / STAGE_FILE).write_text(json.dumps({**state, "status": "running"}))
+    run_stages([_stage(config, out, value=5)], datalist=str(datalist))
+    assert not (out / "last.pt").exists() and _count(out) == "115"  # other settings: the stale checkpoint is gone
+
+
+def test_config_fingerprint_follows_references_not_paths(tmp_path):
+    from monai.bundle import ConfigParser
+
+    def fp(**over):
+        p = ConfigParser({**STAGE, "output_dir": "/a", "chain": "@value", **over})
+        p["run"] = [*STAGE["run"], "$@chain"]
+        return config_fingerprint(p)
+
+    assert fp() == fp(output_dir="/elsewhere") == fp(unrelated="z")
+    assert fp() != fp(value=7)
+
+
+def test_failing_stage_leaves_it_unfinished(setup):
+    config, datalist, root = setup
+    bad = root / "bad.json"
+    bad.write_text(json.dumps({"run": ["$1 / 0"]}))
+    out = root / "s1"
+    with pytest.raises(RuntimeError):
+        run_stages([_stage(bad, out)], datalist=str(datalist))
+    assert json.loads((out / STAGE_FILE).read_text())["status"] == "running"
