@@ -3,7 +3,8 @@
 End to end = read the 16-bit PNG from disk (``LoadRadiograph``), segment at 256 x 176 with the OT multi-decoder
 U-Net (K=4, S=2, channels 16-256) including its uncertainty maps, upsample to full resolution, cut the 7 bone
 patches, resize them to 224 x 224, classify them with the ResNet-50 bone classifier, average (Eq. 10) and
-compute the QC flags: ``HandScreener.__call__`` (the JSON/PNG report writing is not included; ``--report``
+compute the QC flags: inference.json's ``HandScreeningInferer`` + post-processing (the JSON/PNG report is not
+included; ``--report``
 adds it). The bundle's default (paper) architecture, random weights: the time does not depend on the weights,
 but an untrained segmentation finds no real bones, so the network's output is replaced by the phantom's
 ground-truth masks *after* the network has run (the full network cost is paid), which gives the 7 real bone
@@ -35,8 +36,9 @@ from _timing import median_round_times  # noqa: E402
 
 from monai_osteo.data import LoadRadiograph  # noqa: E402
 from monai_osteo.data.phantoms import render_subject, sample_subject  # noqa: E402
-from monai_osteo.engines.hand_osteo import HandScreener  # noqa: E402
+from monai_osteo.inferers import HandScreeningInferer  # noqa: E402
 from monai_osteo.networks.nets import BoneClassifier, MultiDecoderOTUNet  # noqa: E402
+from monai_osteo.transforms.screening import ScreeningDecisiond, ScreeningQCd  # noqa: E402
 
 
 class OracleOutputUNet(MultiDecoderOTUNet):
@@ -51,12 +53,22 @@ class OracleOutputUNet(MultiDecoderOTUNet):
         return out
 
 
-def build(stride: int, truth: np.ndarray) -> HandScreener:
+def build(stride: int, truth: np.ndarray):
+    """inference.json's inferer and post-processing with the paper's networks (random weights, oracle masks)."""
     seg = OracleOutputUNet(spatial_dims=2, in_channels=1, out_channels=8, channels=(16, 32, 64, 128, 256),
                            num_decoders=4, num_samples=2, latent_dim=6, head_channels=16)
     seg.oracle = torch.from_numpy(truth)
     clf = BoneClassifier(spatial_dims=2, in_channels=1, out_channels=2, backbone="resnet50", conv1_t_stride=stride)
-    return HandScreener(seg, clf, segmentation_size=(256, 176), patch_size=224, device="cpu")
+    inferer = HandScreeningInferer(seg, segmentation_size=(256, 176), patch_size=224)
+    post = [ScreeningDecisiond("pred"), ScreeningQCd("pred")]
+
+    def screener(image):
+        d = {"pred": inferer(image[None], clf)}
+        for t in post:
+            d = t(d)
+        return d["pred"][0]
+
+    return screener
 
 
 def main(argv=None) -> int:
@@ -85,9 +97,9 @@ def main(argv=None) -> int:
             if args.report:
                 from monai_osteo.report import save_screening_report_png
 
-                save_screening_report_png(tmp / "report.png", np.asarray(loader(str(path)))[0], r["_labels"],
+                save_screening_report_png(tmp / "report.png", np.asarray(loader(str(path)))[0], r["labels"],
                                           r["bone_probabilities"], r["decision_name"], r["probability"],
-                                          uncertainty=r["_uncertainty"], qc_flags=r["qc_messages"])
+                                          uncertainty=r["uncertainty"], qc_flags=r["qc_messages"])
         return fn
 
     with torch.inference_mode():

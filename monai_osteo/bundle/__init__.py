@@ -4,10 +4,18 @@
 """
 
 from monai_osteo.bundle.datalist import datalist_files, datalist_items, resolve_datalist, segmentation_items
-from monai_osteo.bundle.paths import find_bundle_root, list_radiographs, output_id, output_name_formatter
+from monai_osteo.bundle.paths import (
+    check_radiographs,
+    find_bundle_root,
+    list_radiographs,
+    output_id,
+    output_name_formatter,
+    redact,
+)
 from monai_osteo.bundle.stages import config_fingerprint, data_fingerprint, run_stages
 
 __all__ = [
+    "check_radiographs",
     "config_fingerprint",
     "data_fingerprint",
     "datalist_files",
@@ -16,6 +24,7 @@ __all__ = [
     "list_radiographs",
     "output_id",
     "output_name_formatter",
+    "redact",
     "resolve_datalist",
     "run_stages",
     "segmentation_items",

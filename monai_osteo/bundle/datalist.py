@@ -42,7 +42,7 @@ def resolve_datalist(dataset_dir: str | os.PathLike | None = None, datalist_file
         return str(ensure_hand_cohort(Path(phantom_dir), phantom_preset, seed=seed, **(phantom_overrides or {})))
     if datalist_file is not None:
         path = Path(datalist_file).expanduser()
-        if not path.is_absolute() and dataset_dir is not None and not path.is_file():
+        if not path.is_absolute() and dataset_dir is not None:
             path = Path(dataset_dir).expanduser() / path
         if not path.is_file():
             raise FileNotFoundError(f"{path}: datalist_file not found. Check the name, or drop datalist_file to use "

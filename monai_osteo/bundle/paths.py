@@ -9,7 +9,7 @@ from pathlib import Path
 
 from monai_osteo.data import SUPPORTED_SUFFIXES
 
-__all__ = ["find_bundle_root", "list_radiographs", "output_id", "output_name_formatter"]
+__all__ = ["check_radiographs", "find_bundle_root", "list_radiographs", "output_id", "output_name_formatter", "redact"]
 
 logger = logging.getLogger("monai_osteo.bundle")
 
@@ -82,3 +82,52 @@ def output_name_formatter(record_source: bool = False):
         return {"subject": output_id(metadict.get("filename_or_obj", "")), "idx": metadict.get("patch_index")}
 
     return _formatter
+
+
+def check_radiographs(files: list[str], record_source: bool = False) -> dict:
+    """Read every file once; split them into the readable inputs and the failures (a batch job skips and reports).
+
+    Returns:
+        ``{"items": [{"image", "source", "index"}], "failures": [{"id", "error"}]}``; ``index`` is the position in
+        ``files`` (the output id of :func:`output_id`). Unless ``record_source``, a failure's message has the
+        path and file name replaced by ``<input>`` and no ``source`` entry, and the log names only its id.
+    """
+    from monai_osteo.data import LoadRadiograph
+
+    loader = LoadRadiograph()
+    items, failures = [], []
+    for i, f in enumerate(files):
+        try:
+            loader(f)
+        except Exception as e:  # noqa: BLE001 - report the bad file, screen the rest
+            rid = output_id(f, i)
+            reason = _root_cause(e)
+            if record_source:
+                failures.append({"id": rid, "source": str(f), "error": reason})
+                logger.error("%s (%s): skipped: %s", rid, f, reason)
+            else:
+                reason = redact(reason, str(f))
+                failures.append({"id": rid, "error": reason})
+                logger.error("%s: skipped: %s", rid, reason)
+            continue
+        items.append({"image": str(f), "source": str(f), "index": i})
+    return {"items": items, "failures": failures}
+
+
+def _root_cause(e: BaseException) -> str:
+    """The reader's own error (it says what is wrong and how to fix it), else the innermost error of the chain."""
+    from monai_osteo.data import RadiographReadError
+
+    chain = [e]
+    while chain[-1].__cause__ is not None:
+        chain.append(chain[-1].__cause__)
+    e = next((x for x in chain if isinstance(x, RadiographReadError)), chain[-1])
+    return f"{type(e).__name__}: {e}"
+
+
+def redact(message: str, source: str) -> str:
+    """``message`` with the input's path, file name and stem replaced by ``<input>``."""
+    for s in sorted({source, os.path.basename(source), Path(source).stem}, key=len, reverse=True):
+        if s:
+            message = message.replace(s, "<input>")
+    return message

@@ -102,11 +102,18 @@ def run_stages(stages: Sequence[Mapping], settings: Mapping | None = None, datal
         meta_file: ``metadata.json`` of the bundle.
         resume: False re-runs every stage from scratch.
 
+    Under ``torch.distributed`` (``torchrun`` with a bundle's ``multi_gpu_train.json``) every rank runs every stage:
+    a stage config that shards its data (a ``DistributedSampler``) splits the work, the others run identically
+    on each rank (MONAI's metric handlers gather across ranks, so a rank-0-only stage would deadlock; identical
+    outputs are written atomically, so concurrent writes of the same file are safe). Rank 0 alone writes
+    ``stage.json``, and the ranks meet at a barrier around every skip decision so that they take the same one.
+
     Returns:
         one record per stage: ``name``, ``fingerprint``, ``skipped``, ``seconds``.
     """
     data_fp = data_fingerprint(datalist_files(datalist)) if datalist else ""
     upstream, records = data_fp, []
+    dist = _Dist()
     for stage in stages:
         name = stage["name"]
         if not stage.get("enabled", True):
@@ -122,7 +129,9 @@ def run_stages(stages: Sequence[Mapping], settings: Mapping | None = None, datal
         wf.initialize()
         fp = _sha(upstream + config_fingerprint(wf.parser))
         folder = Path(stage["output_dir"])
+        dist.barrier()  # every rank sees the stage files as rank 0 left them, and reads them before rank 0 writes
         have = _read_stage(folder)
+        dist.barrier()
         if resume and have.get("fingerprint") == fp and have.get("status") == "done":
             logger.info("stage %s: up to date in %s (fingerprint %s), skipped", name, folder, fp)
             wf.finalize()
@@ -130,23 +139,41 @@ def run_stages(stages: Sequence[Mapping], settings: Mapping | None = None, datal
             upstream = fp
             continue
         resume_file = folder / stage.get("resume_file", "last.pt")
-        if (not resume or have.get("fingerprint") != fp) and resume_file.is_file():
-            logger.info("stage %s: settings or data changed, starting afresh (removing %s)", name, resume_file)
-            resume_file.unlink()
-        elif have.get("fingerprint") == fp:
-            logger.info("stage %s: resuming an unfinished run (fingerprint %s)", name, fp)
+        if dist.main:
+            if (not resume or have.get("fingerprint") != fp) and resume_file.is_file():
+                logger.info("stage %s: settings or data changed, starting afresh (removing %s)", name, resume_file)
+                resume_file.unlink()
+            elif have.get("fingerprint") == fp:
+                logger.info("stage %s: resuming an unfinished run (fingerprint %s)", name, fp)
+            atomic_write_json(folder / STAGE_FILE, {"fingerprint": fp, "status": "running", "config_file": files})
+        dist.barrier()
+        start = time.perf_counter()
         missing = wf.check_properties() if stage.get("workflow_type") else None
         if missing:
             raise ValueError(f"stage {name}: the config misses the required ids {missing} of a MONAI "
                              f"{stage['workflow_type']} workflow ({files}).")
-        atomic_write_json(folder / STAGE_FILE, {"fingerprint": fp, "status": "running", "config_file": files})
-        start = time.perf_counter()
         logger.info("stage %s: running %s", name, [Path(f).name for f in files])
         wf.run()
         wf.finalize()
         seconds = round(time.perf_counter() - start, 1)
-        atomic_write_json(folder / STAGE_FILE, {"fingerprint": fp, "status": "done", "config_file": files,
-                                                "seconds": seconds})
+        dist.barrier()
+        if dist.main:
+            atomic_write_json(folder / STAGE_FILE, {"fingerprint": fp, "status": "done", "config_file": files,
+                                                    "seconds": seconds})
         records.append({"name": name, "fingerprint": fp, "skipped": False, "seconds": seconds})
         upstream = fp
     return records
+
+
+class _Dist:
+    """Rank and barrier of the ``torch.distributed`` process group, or of a single process."""
+
+    def __init__(self) -> None:
+        import torch.distributed as td
+
+        self.td = td if td.is_available() and td.is_initialized() else None
+        self.main = self.td is None or self.td.get_rank() == 0
+
+    def barrier(self) -> None:
+        if self.td is not None:
+            self.td.barrier()

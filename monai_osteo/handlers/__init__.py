@@ -3,5 +3,7 @@
 from monai_osteo.handlers.bone_patch_writer import BonePatchWriter
 from monai_osteo.handlers.checkpoint import AtomicCheckpointSaver, last_checkpoint
 from monai_osteo.handlers.gamma_annealing import GammaAnnealingHandler, gamma_schedule
+from monai_osteo.handlers.screening_report_writer import ScreeningReportWriter
 
-__all__ = ["AtomicCheckpointSaver", "BonePatchWriter", "GammaAnnealingHandler", "gamma_schedule", "last_checkpoint"]
+__all__ = ["AtomicCheckpointSaver", "BonePatchWriter", "GammaAnnealingHandler", "ScreeningReportWriter",
+           "gamma_schedule", "last_checkpoint"]

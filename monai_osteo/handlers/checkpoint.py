@@ -28,7 +28,10 @@ class _AtomicDiskSaver(DiskSaver):
             os.chmod(path, 0o666 & ~umask)
 
     def remove(self, filename: str) -> None:
-        super().remove(self.filename or filename)
+        # a fixed name is replaced atomically by the next save: removing it first (ignite removes the old best
+        # before writing the new one) would lose the best model if that write failed
+        if self.filename is None:
+            super().remove(filename)
 
 
 class AtomicCheckpointSaver(CheckpointSaver):

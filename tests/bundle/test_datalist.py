@@ -98,9 +98,6 @@ def test_resolve_datalist_relative_name_is_looked_up_in_dataset_dir(tmp_path, da
     assert resolve_datalist(datalist.parent, "sub/list.json") == str(target)
 
 
-@pytest.mark.xfail(strict=True, reason="resolve_datalist (bundle/datalist.py, `not path.is_file()` before joining "
-                                       "dataset_dir) prefers a same-named file in the working directory over "
-                                       "dataset_dir's, contrary to its docstring")
 def test_resolve_datalist_relative_name_prefers_dataset_dir_over_cwd(tmp_path, datalist, monkeypatch):
     cwd = tmp_path / "cwd"
     cwd.mkdir()

@@ -151,9 +151,9 @@ def test_verify_metadata_and_net_in_out(monkeypatch):
 
 
 def test_ckpt_export_equals_eager(trained, tmp_path):
-    ckpt_export(net_id="network_def", filepath=str(tmp_path / "model.ts"), ckpt_file=str(trained / "models" / "model.pt"),
-                meta_file=str(SEG_CONFIGS / "metadata.json"), config_file=str(SEG_CONFIGS / "inference.json"),
-                bundle_root=str(BUNDLE), **SEG_ARCH)
+    ckpt_export(net_id="network_def", filepath=str(tmp_path / "model.ts"),
+                ckpt_file=str(trained / "models" / "model.pt"), meta_file=str(SEG_CONFIGS / "metadata.json"),
+                config_file=str(SEG_CONFIGS / "inference.json"), bundle_root=str(BUNDLE), **SEG_ARCH)
     wf = workflow("inference.json", "infer", SEG_CONFIGS, bundle_root=str(BUNDLE), **SEG_ARCH)
     net = wf.parser.get_parsed_content("network_def")
     net.load_state_dict(torch.load(trained / "models" / "model.pt", map_location="cpu"))

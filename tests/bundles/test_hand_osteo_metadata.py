@@ -86,11 +86,15 @@ def test_verify_metadata_rejects_incomplete(offline, tmp_path, drop):
 
 def test_metadata_content():
     meta = _meta()
-    assert meta["version"] == "0.1.0" and "0.1.0" in meta["changelog"]
+    assert meta["version"] == "0.2.0" and {"0.1.0", "0.2.0"} <= set(meta["changelog"])
     assert meta["monai_version"] == "1.6.1"
     assert meta["intended_use"] == "Research only; not for clinical use"
     required = meta["required_packages_version"]
-    assert set(required) == {"pytorch-ignite", "lightly", "pot", "scikit-learn", "itk", "pydicom", "matplotlib"}
+    assert set(required) == {"monai_osteo", "pytorch-ignite", "lightly", "pot", "scikit-learn", "itk", "pydicom",
+                             "matplotlib", "tensorboard"}
+    import monai_osteo
+
+    assert required["monai_osteo"] == monai_osteo.__version__
     fmt = meta["network_data_format"]
     image = fmt["inputs"]["image"]
     assert (image["num_channels"], image["spatial_shape"], image["dtype"]) == (1, [224, 224], "float32")

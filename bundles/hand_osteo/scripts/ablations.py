@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from monai_osteo.engines.hand_osteo.common import atomic_write_json, atomic_write_text
+from monai_osteo.io import atomic_write_json, atomic_write_text
 
 BUNDLE = Path(__file__).resolve().parents[1]
 CONFIGS = BUNDLE / "configs"
@@ -39,7 +39,7 @@ def run_variant(name: str, seed: int, out: Path, preset: str | None, extra: dict
     if name not in ("no_segmentation",):
         over["patches_dir"] = str(shared / f"patches_{seg}")
     wf = ConfigWorkflow(config_file=files, meta_file=str(CONFIGS / "metadata.json"),
-                        logging_file=str(CONFIGS / "logging.conf"), workflow_type="train", **over)
+                        logging_file=str(CONFIGS / "logging.conf"), workflow_type=None, **over)
     wf.initialize()
     start = time.perf_counter()
     wf.run()

@@ -19,13 +19,21 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from monai.transforms import Compose, EnsureTyped, Resized
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedKFold
 from sklearn.preprocessing import StandardScaler
 
-from monai_osteo.engines.hand_osteo.probe_stage import probe_transform
+from monai_osteo.data import LoadBonePatchd
 from monai_osteo.networks.nets import BoneClassifier
+
+
+def probe_transform(size: int) -> Compose:
+    """The probe's patch preprocessing (configs/train_probe.json): cached patch -> (1, size, size)."""
+    return Compose([LoadBonePatchd(keys="image"),
+                    Resized(keys="image", spatial_size=(size, size), mode="bilinear", anti_aliasing=True),
+                    EnsureTyped(keys="image", dtype=torch.float32, track_meta=False)])
 
 
 def encoder_features(records, size: int, backbone: str, ckpt: Path | None) -> np.ndarray:

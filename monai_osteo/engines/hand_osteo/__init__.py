@@ -1,4 +1,4 @@
-"""hand_osteo evaluation (metrics over trained runs) and screening of radiographs.
+"""hand_osteo evaluation (metrics over trained runs) and the segmentation of one radiograph.
 
 The training stages are the standard MONAI workflows of ``bundles/hand_osteo/configs`` (see its docs).
 
@@ -6,8 +6,6 @@ The training stages are the standard MONAI workflows of ``bundles/hand_osteo/con
 """
 
 from monai_osteo.engines.hand_osteo.evaluation import ScreeningEvaluation, format_table, run_names
-from monai_osteo.engines.hand_osteo.screening import HandScreener, ScreeningRunner
 from monai_osteo.engines.hand_osteo.segment import letterbox, segment_radiograph
 
-__all__ = ["HandScreener", "ScreeningEvaluation", "ScreeningRunner", "format_table", "letterbox", "run_names",
-           "segment_radiograph"]
+__all__ = ["ScreeningEvaluation", "format_table", "letterbox", "run_names", "segment_radiograph"]

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from monai_osteo.networks.nets import MultiDecoderOTUNet
+from monai_osteo.transforms.letterbox import Letterbox, letterbox_window
 
 __all__ = ["letterbox", "segment_radiograph"]
 
@@ -35,8 +36,9 @@ def segment_radiograph(network: torch.nn.Module, image: torch.Tensor, spatial_si
     if image.ndim != 3 or image.shape[0] != 1:
         raise ValueError(f"image must be a (1, H, W) radiograph, got shape {tuple(image.shape)}.")
     size = tuple(int(s) for s in spatial_size)
-    padded, window = letterbox(image, size[0] / size[1])
-    x = F.interpolate(padded[None].float(), size=size, mode="area")
+    boxed = Letterbox(size, mode="area")(image.float())  # the transform training and the patch stage use
+    window = letterbox_window(boxed)
+    x = boxed.as_tensor()[None]
     if uncertainty and isinstance(network, MultiDecoderOTUNet):
         kwargs = {} if num_samples is None else {"num_samples": num_samples}
         out = network(x, with_uncertainty=True, **kwargs)
