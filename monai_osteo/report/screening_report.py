@@ -135,8 +135,8 @@ def save_screening_report_png(path: str | os.PathLike, image, labels, bone_proba
         ax.set_axis_off()
         fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02)
 
-    qc = "QC: ok" if not qc_flags else "QC: " + "; ".join(str(f) for f in qc_flags)
+    qc = ["QC: ok"] if not qc_flags else [f"QC: {f}" for f in qc_flags]  # one line each: long messages fit
     lines = ([title] if title else []) + [
-        f"Decision: {decision}  |  subject probability {probability:.2f} (threshold {threshold:.2f})", qc]
+        f"Decision: {decision}  |  subject probability {probability:.2f} (threshold {threshold:.2f})", *qc]
     fig.suptitle("\n".join(lines), fontsize=10, color="black" if not qc_flags else "darkred")
     return _save_atomic(fig, path)
