@@ -112,3 +112,17 @@ def test_atomic_copy_missing_source_creates_nothing(tmp_path):
     with pytest.raises(FileNotFoundError):
         atomic_copy(tmp_path / "nope.bin", tmp_path / "out" / "dst.bin")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_atomic_files_get_the_permissions_open_would_give(tmp_path):
+    import os
+
+    old = os.umask(0o022)
+    try:
+        path = atomic_write_text(tmp_path / "a.txt", "x")
+        assert (path.stat().st_mode & 0o777) == 0o644  # not mkstemp's 0600
+        with open(tmp_path / "b.txt", "w") as f:
+            f.write("x")
+        assert (path.stat().st_mode & 0o777) == ((tmp_path / "b.txt").stat().st_mode & 0o777)
+    finally:
+        os.umask(old)

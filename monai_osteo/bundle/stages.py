@@ -8,7 +8,8 @@ its last checkpoint (the stage config's ``CheckpointLoader``); a changed fingerp
 
 The fingerprint is the hash of (a) the raw config of every id the stage's ``initialize``/``run``/``finalize``
 reach through references (network, loss, optimiser, transforms, epochs, ...; not the values of path-like ids),
-(b) the content of the datalist and of every file it lists, and (c) the previous stage's fingerprint. MONAI's
+(b) the content of the datalist and of every file it lists, (c) the previous stage's fingerprint and (d) the
+version of ``monai_osteo`` (edits of the code between releases are not detected: use ``--resume false``). MONAI's
 bundle tools have no notion of a pipeline of configs (the model zoo runs several configs by hand, e.g.
 brats_mri_generative_diffusion), hence this helper.
 """
@@ -26,6 +27,7 @@ from pathlib import Path
 from monai.bundle import ConfigParser, ConfigWorkflow
 from monai.bundle.reference_resolver import ReferenceResolver
 
+from monai_osteo import __version__
 from monai_osteo.bundle.datalist import datalist_files
 from monai_osteo.io import atomic_write_json
 
@@ -57,6 +59,7 @@ def config_fingerprint(parser: ConfigParser, roots: Iterable[str] = ("initialize
         seen.add(i)
         todo.extend(ReferenceResolver.find_refs_in_config(items[i].get_config(), i))
     content = {i: items[i].get_config() for i in sorted(seen) if i in items}
+    content["__monai_osteo_version__"] = __version__  # a new release of the code re-runs the stages
     return _sha(json.dumps(content, sort_keys=True, default=repr))
 
 

@@ -8,6 +8,8 @@ from pathlib import Path
 from ignite.handlers import DiskSaver
 from monai.handlers import CheckpointSaver
 
+from monai_osteo.io import _umask
+
 __all__ = ["AtomicCheckpointSaver", "last_checkpoint"]
 
 
@@ -23,9 +25,7 @@ class _AtomicDiskSaver(DiskSaver):
         super().__call__(checkpoint, filename, metadata)
         path = os.path.join(self.dirname, filename)
         if os.path.isfile(path):  # ignite's temporary file is created 0600; give it the usual umask permissions
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(path, 0o666 & ~umask)
+            os.chmod(path, 0o666 & ~_umask())
 
     def remove(self, filename: str) -> None:
         # a fixed name is replaced atomically by the next save: removing it first (ignite removes the old best
