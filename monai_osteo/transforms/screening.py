@@ -8,6 +8,7 @@ a list of them for a batch), so a config can drop, reorder or replace them (e.g.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Hashable, Mapping, Sequence
 
 import numpy as np
@@ -22,7 +23,9 @@ __all__ = ["ScreeningDecisiond", "ScreeningQCd"]
 DECISION_NAMES = {1: "osteoporosis", 0: "no osteoporosis", -1: "no decision (no bone found)"}
 
 
-class _PerResult(MapTransform):
+class _PerResult(MapTransform, ABC):
+    """Apply :meth:`apply` to each result dict under ``keys`` (a dict, or a list of them for a batch)."""
+
     def __call__(self, data: Mapping[Hashable, object]) -> dict[Hashable, object]:
         d = dict(data)
         for key in self.key_iterator(d):
@@ -31,8 +34,9 @@ class _PerResult(MapTransform):
             d[key] = [self.apply(dict(r)) for r in value] if many else self.apply(dict(value))
         return d
 
+    @abstractmethod
     def apply(self, result: dict) -> dict:
-        raise NotImplementedError(f"{type(self).__name__} must implement apply().")
+        """The result with this step's fields added."""
 
 
 class ScreeningDecisiond(_PerResult):
