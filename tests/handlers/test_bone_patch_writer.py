@@ -16,7 +16,8 @@ from monai_osteo.transforms import ExtractBonePatches
 from tests.utils import assert_allclose
 
 RECORDS = [
-    {"image_id": "a", "subject_id": "s1", "label": 1, "split": "training", "set": "training", "roles": ["ssl", "probe"]},
+    {"image_id": "a", "subject_id": "s1", "label": 1, "split": "training", "set": "training",
+     "roles": ["ssl", "probe"]},
     {"image_id": "b", "subject_id": "u1", "label": -1, "split": "training", "set": "unlabeled", "roles": ["ssl"]},
 ]
 
