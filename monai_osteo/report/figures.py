@@ -14,27 +14,24 @@ __all__ = ["BONE_COLORS", "overlay_labels", "save_roc_png", "save_segmentation_p
 
 
 def _save_atomic(fig, path: Path) -> Path:
-    """Write ``fig`` as PNG to a temporary file beside ``path``, then rename; always close the figure."""
-    import matplotlib.pyplot as plt
+    """Write ``fig`` (a ``matplotlib.figure.Figure``) as PNG to a temporary file beside ``path``, then rename.
 
-    try:
-        return atomic_write(path, lambda f: fig.savefig(f, format="png"))
-    finally:
-        plt.close(fig)
+    Figures are built with ``Figure`` rather than ``pyplot``: no global backend switch (a notebook keeps showing
+    its own figures inline) and nothing to close.
+    """
+    return atomic_write(path, lambda f: fig.savefig(f, format="png"))
 
 
 def save_roc_png(path: str | os.PathLike, curves: Mapping[str, tuple[Sequence[int], Sequence[float]]],
                  title: str = "ROC") -> Path:
     """Plot one ROC curve per entry ``name -> (labels, scores)`` with its AUC in the legend."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
     from sklearn.metrics import roc_auc_score, roc_curve
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig, ax = plt.subplots(figsize=(4.5, 4.5), dpi=120)
+    fig = Figure(figsize=(4.5, 4.5), dpi=120)
+    ax = fig.subplots()
     for name, (y, s) in curves.items():
         y, s = np.asarray(y), np.asarray(s)
         if len(np.unique(y)) < 2:
@@ -71,16 +68,14 @@ def save_segmentation_png(path: str | os.PathLike, images, targets, predictions,
         predictions: sequence of (H, W) predicted label maps.
         uncertainties: optional sequence of (H, W) maps in [0, 1].
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     cols = 3 if uncertainties is None else 4
     n = len(images)
-    fig, axes = plt.subplots(n, cols, figsize=(2.2 * cols, 3.0 * n), dpi=110, squeeze=False)
+    fig = Figure(figsize=(2.2 * cols, 3.0 * n), dpi=110)
+    axes = fig.subplots(n, cols, squeeze=False)
     for i in range(n):
         panels = [(images[i], "radiograph", "gray"), (overlay_labels(images[i], targets[i]), "consensus", None),
                   (overlay_labels(images[i], predictions[i]), "prediction", None)]
