@@ -16,7 +16,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = sorted((ROOT / "tutorials").rglob("[0-9][0-9]_*.ipynb"))
 PARAMETERS = {"max_epochs": 1, "tiny": True, "seed": 0}
-MAX_OUTPUT_LINES = 120
+MAX_OUTPUT_LINES = 100
 
 
 def _id(path: Path) -> str:
