@@ -14,12 +14,12 @@ from collections.abc import Sequence
 
 import torch
 from monai.inferers import Inferer
-from monai.transforms import Resize
 
 from monai_osteo.data.labels import BONES
 from monai_osteo.engines.hand_osteo.segment import segment_radiograph
 from monai_osteo.metrics.quality import segmentation_confidence
 from monai_osteo.transforms import ExtractBonePatches
+from monai_osteo.transforms.presets import bone_patch_resize
 
 __all__ = ["HandScreeningInferer"]
 
@@ -47,7 +47,7 @@ class HandScreeningInferer(Inferer):
         self.segmentation_network = segmentation_network
         self.segmentation_size = tuple(int(s) for s in segmentation_size)
         self.extractor = ExtractBonePatches(margin=margin, min_area=min_area)
-        self.resize = Resize((int(patch_size), int(patch_size)), mode="bilinear", anti_aliasing=True)
+        self.resize = bone_patch_resize(patch_size)
         self.uncertainty = uncertainty
 
     @torch.no_grad()

@@ -1,4 +1,4 @@
-"""The hand paper's per-view augmentation, as MONAI ``Compose`` factories that bundles reference by path.
+"""The hand paper's per-view augmentation and the bone-patch preprocessing, as MONAI factories bundles reference.
 
 Rotation ±30°, translation ±10% of width and height, horizontal and vertical flips, brightness and
 contrast 50–150% [0]; applied to each multi-crop view separately (see
@@ -14,9 +14,11 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import torch
 from monai.config import KeysCollection
 from monai.transforms import (
     Compose,
+    EnsureTyped,
     RandAffine,
     RandAffined,
     RandFlip,
@@ -25,10 +27,32 @@ from monai.transforms import (
     RandScaleIntensityd,
     RandScaleIntensityFixedMean,
     RandScaleIntensityFixedMeand,
+    Resize,
+    Resized,
 )
 from monai.utils import ensure_tuple_rep
 
-__all__ = ["hand_view_augmentation", "hand_view_augmentationd"]
+__all__ = ["bone_patch_preprocessingd", "bone_patch_resize", "hand_view_augmentation", "hand_view_augmentationd"]
+
+#: the one resize of a bone patch to the classifier's input: probe training, evaluation and screening alike
+_PATCH_RESIZE = {"mode": "bilinear", "anti_aliasing": True}
+
+
+def bone_patch_resize(patch_size: int) -> Resize:
+    """(1, s, s) bone patch -> (1, patch_size, patch_size), bilinear with anti-aliasing (screening's resize)."""
+    return Resize((int(patch_size), int(patch_size)), **_PATCH_RESIZE)
+
+
+def bone_patch_preprocessingd(keys: KeysCollection, patch_size: int) -> Compose:
+    """Cached patch path -> float32 (1, patch_size, patch_size) tensor: the probe's and the evaluation's path.
+
+    ``LoadBonePatchd`` -> ``Resized`` (as :func:`bone_patch_resize`) -> ``EnsureTyped`` (float32, no metadata).
+    """
+    from monai_osteo.data.readers.patches import LoadBonePatchd
+
+    size = (int(patch_size), int(patch_size))
+    return Compose([LoadBonePatchd(keys=keys), Resized(keys=keys, spatial_size=size, **_PATCH_RESIZE),
+                    EnsureTyped(keys=keys, dtype=torch.float32, track_meta=False)])
 
 
 def _settings(

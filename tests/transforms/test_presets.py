@@ -84,3 +84,15 @@ def test_config_and_errors():
         hand_view_augmentation(prob=2)
     with pytest.raises(ValueError, match="spatial_size must be"):
         hand_view_augmentation(spatial_size=0)
+
+
+def test_bone_patch_preprocessing_is_the_screening_resize(tmp_path):
+    """Probe training/evaluation (dictionary path) and screening (array resize) resize a patch identically."""
+    from monai_osteo.data.readers.patches import save_bone_patch as save
+    from monai_osteo.transforms.presets import bone_patch_preprocessingd, bone_patch_resize
+
+    patch = np.random.default_rng(0).random((1, 90, 90)).astype(np.float16)
+    save(tmp_path / "p.npy", patch)
+    out = bone_patch_preprocessingd("image", 32)({"image": str(tmp_path / "p.npy")})["image"]
+    assert out.dtype == torch.float32 and tuple(out.shape) == (1, 32, 32) and not hasattr(out, "meta")
+    assert_allclose(out, bone_patch_resize(32)(torch.from_numpy(patch.astype(np.float32))), atol=1e-6, rtol=0)

@@ -19,21 +19,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from monai.transforms import Compose, EnsureTyped, Resized
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedKFold
 from sklearn.preprocessing import StandardScaler
 
-from monai_osteo.data import LoadBonePatchd
 from monai_osteo.networks.nets import BoneClassifier
-
-
-def probe_transform(size: int) -> Compose:
-    """The probe's patch preprocessing (configs/train_probe.json): cached patch -> (1, size, size)."""
-    return Compose([LoadBonePatchd(keys="image"),
-                    Resized(keys="image", spatial_size=(size, size), mode="bilinear", anti_aliasing=True),
-                    EnsureTyped(keys="image", dtype=torch.float32, track_meta=False)])
+from monai_osteo.transforms.presets import bone_patch_preprocessingd
 
 
 def encoder_features(records, size: int, backbone: str, ckpt: Path | None) -> np.ndarray:
@@ -41,7 +33,7 @@ def encoder_features(records, size: int, backbone: str, ckpt: Path | None) -> np
     clf = BoneClassifier(backbone=backbone)
     if ckpt is not None:
         clf.load_encoder(torch.load(ckpt, map_location="cpu"))
-    enc, tf, out = clf.backbone.eval(), probe_transform(size), []
+    enc, tf, out = clf.backbone.eval(), bone_patch_preprocessingd("image", size), []
     with torch.no_grad():
         for i in range(0, len(records), 64):
             out.append(enc(torch.stack([tf({"image": r["patch"]})["image"] for r in records[i:i + 64]])))

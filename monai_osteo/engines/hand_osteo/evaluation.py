@@ -12,15 +12,14 @@ from pathlib import Path
 import numpy as np
 import torch
 from monai.data import DataLoader, Dataset
-from monai.transforms import Compose, EnsureTyped, Resized
 
 from monai_osteo.bundle.hand_osteo import patch_records
 from monai_osteo.data.labels import BONES
-from monai_osteo.data.readers.patches import LoadBonePatchd
 from monai_osteo.io import atomic_write_json, atomic_write_text
 from monai_osteo.metrics.screening import screening_metrics
 from monai_osteo.metrics.subject import aggregate_subjects
 from monai_osteo.report import bone_contributions, save_bone_contribution_png, save_roc_png
+from monai_osteo.transforms.presets import bone_patch_preprocessingd
 
 __all__ = ["ScreeningEvaluation", "format_table", "run_names"]
 
@@ -58,10 +57,7 @@ class ScreeningEvaluation:
     @torch.no_grad()
     def predict(self, records: list[dict], patch_size: int, batch_size: int = 32) -> np.ndarray:
         """Class probabilities (N, C) of the classifier on the patch records (the probe's preprocessing)."""
-        transform = Compose([LoadBonePatchd(keys="image"),
-                             Resized(keys="image", spatial_size=(patch_size, patch_size), mode="bilinear",
-                                     anti_aliasing=True),
-                             EnsureTyped(keys="image", dtype=torch.float32, track_meta=False)])
+        transform = bone_patch_preprocessingd("image", patch_size)
         net = self.classifier.to(self.device).eval()
         loader = DataLoader(Dataset(records, transform), batch_size=batch_size, shuffle=False, num_workers=0)
         out = [torch.softmax(net(b["image"].to(self.device)).float(), 1).cpu() for b in loader]
