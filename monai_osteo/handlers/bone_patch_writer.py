@@ -13,6 +13,7 @@ from ignite.engine import Engine, Events
 
 from monai_osteo.data.readers.patches import save_bone_patch
 from monai_osteo.io import atomic_write_json
+from monai_osteo.metrics.quality import segmentation_confidence
 from monai_osteo.transforms import ExtractBonePatches
 
 __all__ = ["BonePatchWriter", "PATCH_INDEX"]
@@ -99,9 +100,7 @@ class BonePatchWriter:
         patches, _ = self.extractor.make_patches(img, bones, not_found, masks=False)
         for bone, p in zip(bones, patches):
             self._save(f"patches/{base['image_id']}_{bone.name}.npy", p, base, bone.name, roles, area=int(bone.area))
-        fg = prob.argmax(0) > 0
-        conf = float(prob.max(0).values[fg].mean()) if bool(fg.any()) else 0.0
-        return [b.name for b in bones], conf
+        return [b.name for b in bones], segmentation_confidence(prob, prob.argmax(0))
 
     def _random(self, img: torch.Tensor, base: dict, roles) -> None:
         h, w = img.shape[1:]

@@ -282,3 +282,15 @@ def test_multi_gpu_config_runs_distributed_on_cpu(trained, tmp_path):
     assert written.keys() == recomputed.keys() and again["summary"]["auc"]["n"] == 1
     for k, v in written.items():
         assert abs(v - recomputed[k]) < 1e-5, k
+
+
+def test_every_setting_of_train_json_reaches_its_stages():
+    """A top-level setting of train.json is passed on to the stages (stage_settings or segmentation_overrides), so
+    ``--<setting> value`` on the headline command changes what the stages run."""
+    config = json.loads((CONFIGS / "train.json").read_text())
+    structural = {"imports", "config_dir", "meta_file", "dataset_dir", "datalist_file", "phantom_preset",
+                  "phantom_overrides", "phantom_dir", "stage_settings", "segmentation_overrides", "stage_overrides",
+                  "segmentation_bundle", "stages", "initialize", "run", "finalize", "classifier_def",
+                  "patches_configs", "ssl_configs", "probe_configs", "evaluation_configs"}
+    passed = {v[1:] for v in [*config["stage_settings"].values(), *config["segmentation_overrides"].values()]}
+    assert sorted(set(config) - structural - passed) == []
