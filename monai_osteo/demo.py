@@ -19,44 +19,14 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-from monai.data import load_decathlon_datalist
-from sklearn.linear_model import LogisticRegression
-from tqdm import tqdm
-
 from monai_osteo.data.phantoms import ensure_hand_cohort
-from monai_osteo.data.readers import LoadRadiographd
+from monai_osteo.engines.hand_osteo.baseline import cortical_index_baseline, majority_vote, measure_cohort
 from monai_osteo.io import atomic_write_text
-from monai_osteo.metrics import best_threshold, metacarpal_cortical_index, screening_metrics
 from monai_osteo.report import save_roc_png
 
+__all__ = ["main", "majority_vote", "measure_cohort", "run"]
+
 logger = logging.getLogger("monai_osteo.demo")
-
-
-def majority_vote(masks: list[np.ndarray]) -> np.ndarray:
-    """Per-pixel most frequent label of M annotator label maps (ties go to the lower label)."""
-    stack = np.stack(masks).astype(np.int64)
-    counts = np.stack([(stack == k).sum(0) for k in range(int(stack.max()) + 1)])
-    return counts.argmax(0)
-
-
-def measure_cohort(datalist: Path, split: str) -> tuple[list[dict], list[str]]:
-    """2MCI of every subject of ``split``; unreadable items are reported and skipped."""
-    items = load_decathlon_datalist(datalist, data_list_key=split)
-    image_reader = LoadRadiographd(keys="image")
-    mask_reader = LoadRadiographd(keys="mask", normalize=False)
-    rows, failed = [], []
-    for item in tqdm(items, desc=f"2MCI {split}", unit="subject", leave=False):
-        try:
-            img = image_reader({"image": item["image"]})["image"]
-            masks = [np.asarray(mask_reader({"mask": m})["mask"][0]) for m in item["masks"]]
-            ci = metacarpal_cortical_index(np.asarray(img[0]), majority_vote(masks), label=4, fit_outer=True)
-        except Exception as e:  # report the bad file, finish the rest
-            logger.error("%s: %s", item["image"], e)
-            failed.append(str(item["image"]))
-            continue
-        rows.append({"subject_id": item["subject_id"], "label": item["label"], "t_score": item["t_score"], "ci": ci})
-    return rows, failed
 
 
 def run(out: Path, subjects: int, height: int, seed: int, cohort_dir: Path | None) -> dict:
@@ -65,26 +35,19 @@ def run(out: Path, subjects: int, height: int, seed: int, cohort_dir: Path | Non
     datalist = ensure_hand_cohort(cohort_dir or out / "cohort", "default", seed=seed, subjects=subjects,
                                   unlabeled=0, height=height)
     gen_s = time.perf_counter() - start
-    data, failed = {}, []
-    for split in ("training", "validation", "test"):
-        rows, bad = measure_cohort(datalist, split)
-        data[split], failed = [r for r in rows if np.isfinite(r["ci"])], failed + bad
-        if len(data[split]) < len(rows):
-            logger.warning("%s: 2MCI not measurable (M2 absent) for %d subjects", split, len(rows) - len(data[split]))
-    x = {k: np.array([[r["ci"]] for r in v]) for k, v in data.items()}
-    y = {k: np.array([r["label"] for r in v]) for k, v in data.items()}
-    model = LogisticRegression().fit(x["training"], y["training"])
-    prob = {k: model.predict_proba(x[k])[:, 1] for k in x}
-    # a one-feature model has one free threshold: choose it on training + validation subjects' macro-F1
-    # (the paper's selection criterion); 19 validation subjects alone make it a coin toss
-    fit = ("training", "validation")
-    threshold = best_threshold(np.concatenate([y[k] for k in fit]), np.concatenate([prob[k] for k in fit]))
+    baseline = cortical_index_baseline(datalist, "test")
+    if "skipped" in baseline:
+        raise RuntimeError(f"{datalist}: {baseline['skipped']}")
+    splits = ("training", "validation", "test")
+    y = {k: list(baseline["splits"][k]["labels"].values()) for k in splits}
+    prob = {k: list(baseline["splits"][k]["predictions"].values()) for k in splits}
     results = {
-        "method": "2nd-metacarpal cortical index (annotator majority-vote mask) + logistic regression",
-        "threshold": threshold,
-        "metrics": {k: screening_metrics(y[k], prob[k], threshold) for k in ("training", "validation", "test")},
+        "method": baseline["method"],
+        "threshold": baseline["threshold"],
+        "metrics": {k: baseline["splits"][k]["metrics"] for k in splits},
         "cohort": str(datalist), "subjects": subjects, "height": height, "seed": seed,
-        "failed_files": failed, "generation_s": round(gen_s, 1), "total_s": round(time.perf_counter() - start, 1),
+        "failed_files": baseline["failed_files"], "generation_s": round(gen_s, 1),
+        "total_s": round(time.perf_counter() - start, 1),
     }
     atomic_write_text(out / "metrics.json", json.dumps(results, indent=2) + "\n")
     cols = ("precision", "recall", "f1", "auc", "accuracy")
@@ -92,7 +55,7 @@ def run(out: Path, subjects: int, height: int, seed: int, cohort_dir: Path | Non
     for k, m in results["metrics"].items():
         table.append(f"| {k} | {m['n']} | " + " | ".join(f"{m[c]:.3f}" for c in cols) + " |")
     atomic_write_text(out / "metrics.md", "\n".join(table) + "\n")
-    save_roc_png(out / "roc.png", {k: (y[k], prob[k]) for k in ("training", "validation", "test")},
+    save_roc_png(out / "roc.png", {k: (y[k], prob[k]) for k in splits},
                  title="2MCI screening on phantom radiographs")
     logger.info("results in %s:\n%s", out, "\n".join(table))
     return results

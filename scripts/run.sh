@@ -50,20 +50,27 @@ case "$job" in
     setup_env
     cd "$ROOT"
     B=bundles/hand_osteo
-    log "hand_osteo bundle, quick preset: phantom cohort -> OT U-Net -> bone patches -> SSL ResNet-50 -> probe -> test"
-    "$VENV/bin/python" -m monai.bundle run --config_file "['$B/configs/train.json','$B/configs/quick.json']" "$@"
-    out=$("$VENV/bin/python" - "$@" <<'PY'
+    # the run's output folder, then its seed and the versions it runs with (--output_dir/--seed overrides honoured)
+    info=$("$VENV/bin/python" - "$@" <<'PY'
 import json, sys
 from monai.bundle import ConfigParser
+from monai_osteo.bundle import versions
 p = ConfigParser()
 p.read_config(["bundles/hand_osteo/configs/train.json", "bundles/hand_osteo/configs/quick.json"])
 args = sys.argv[1:]
 for k, v in zip(args[::2], args[1::2]):
     if k.lstrip("-") == "output_dir":
         p["output_dir"] = v
+    elif k.lstrip("-") == "seed":
+        p["seed"] = int(v)
 print(p.get_parsed_content("output_dir"))
+print(json.dumps({"seed": p.get_parsed_content("seed"), **versions()}))
 PY
 )
+    out=$(sed -n 1p <<<"$info")
+    log "seed and versions: $(sed -n 2p <<<"$info")"
+    log "hand_osteo bundle, quick preset: phantom cohort -> OT U-Net -> bone patches -> SSL ResNet-50 -> probe -> test"
+    "$VENV/bin/python" -m monai.bundle run --config_file "['$B/configs/train.json','$B/configs/quick.json']" "$@"
     cat "$out/eval/metrics.md"
     log "models, metrics and figures in $out" ;;
   test)

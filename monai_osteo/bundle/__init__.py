@@ -4,6 +4,7 @@
 """
 
 from monai_osteo.bundle.datalist import datalist_files, datalist_items, resolve_datalist, segmentation_items
+from monai_osteo.bundle.environment import versions
 from monai_osteo.bundle.paths import (
     check_radiographs,
     find_bundle_root,
@@ -28,4 +29,5 @@ __all__ = [
     "resolve_datalist",
     "run_stages",
     "segmentation_items",
+    "versions",
 ]

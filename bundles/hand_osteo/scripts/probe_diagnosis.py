@@ -4,10 +4,18 @@
 
 For every labelled subject of the run's patch cache (all splits pooled), a class-balanced logistic regression on
 standardised per-bone features is cross-validated subject-wise (5 folds, stratified); a subject's score is the mean
-of its bones' probabilities (Eq. 10). Feature sets: the run's SSL encoder (frozen), the same ResNet randomly
-initialised, and 6 hand-made statistics of each patch (mean, std, 10th/90th percentile of the bone pixels, bone
-fraction, side). Prints the best AUC over C in {1e-4 ... 1} per set (the best C is chosen on the same folds, an
-optimistic ceiling for a linear probe, not a test result).
+of its bones' probabilities (Eq. 10). Feature sets:
+
+- 6 hand-made statistics of each patch (mean, std, 10th/90th percentile of the bone pixels, bone fraction, side), on
+  the cached patch (native pixel scale) and on the classifier's input (the patch resized to the probe size);
+- the same ResNet randomly initialised, twice: with BatchNorm's initial statistics (mean 0, variance 1: every
+  BatchNorm is the identity in eval mode, the network is positively homogeneous and passes the absolute intensity
+  scale through) and with the statistics re-estimated on the patches (what any trained encoder has; the fair
+  "random features" reference for a trained encoder);
+- the run's SSL encoder (frozen).
+
+Prints the best AUC over C in {1e-4 ... 1} per set (the best C is chosen on the same folds, an optimistic ceiling
+for a linear probe, not a test result).
 """
 
 from __future__ import annotations
@@ -28,22 +36,40 @@ from monai_osteo.networks.nets import BoneClassifier
 from monai_osteo.transforms.presets import bone_patch_preprocessingd
 
 
-def encoder_features(records, size: int, backbone: str, ckpt: Path | None) -> np.ndarray:
+def classifier_inputs(records, size: int) -> torch.Tensor:
+    """(N, 1, size, size) patches as the probe and the evaluation feed them to the encoder."""
+    tf = bone_patch_preprocessingd("image", size)
+    return torch.stack([tf({"image": r["patch"]})["image"] for r in records])
+
+
+@torch.no_grad()
+def encoder_features(records, size: int, backbone: str, ckpt: Path | None, recalibrate_bn: bool = False,
+                     inputs: torch.Tensor | None = None) -> np.ndarray:
+    """Frozen (eval-mode) features; ``recalibrate_bn`` first re-estimates every BatchNorm's statistics on the inputs."""
     torch.manual_seed(0)
     clf = BoneClassifier(backbone=backbone)
     if ckpt is not None:
         clf.load_encoder(torch.load(ckpt, map_location="cpu"))
-    enc, tf, out = clf.backbone.eval(), bone_patch_preprocessingd("image", size), []
-    with torch.no_grad():
-        for i in range(0, len(records), 64):
-            out.append(enc(torch.stack([tf({"image": r["patch"]})["image"] for r in records[i:i + 64]])))
-    return torch.cat(out).numpy()
+    x = classifier_inputs(records, size) if inputs is None else inputs
+    enc = clf.backbone
+    if recalibrate_bn:
+        for m in enc.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                m.reset_running_stats()
+                m.momentum = None  # cumulative average over all batches
+        enc.train()
+        for i in range(0, len(x), 64):
+            enc(x[i:i + 64])
+    enc.eval()
+    return torch.cat([enc(x[i:i + 64]) for i in range(0, len(x), 64)]).numpy()
 
 
-def simple_features(records) -> np.ndarray:
+def simple_features(records, size: int | None = None) -> np.ndarray:
+    """6 statistics per patch, of the cached patch (``size`` None) or of the classifier input at ``size``."""
     rows = []
-    for r in records:
-        p = np.load(r["patch"]).astype(np.float32)[0]
+    patches = ([np.load(r["patch"]).astype(np.float32)[0] for r in records] if size is None
+               else [p[0] for p in classifier_inputs(records, size).numpy()])
+    for p in patches:
         nz = p[p > 0] if (p > 0).any() else np.zeros(1, np.float32)
         rows.append([nz.mean(), nz.std(), np.percentile(nz, 90), np.percentile(nz, 10), nz.size / p.size, p.shape[0]])
     return np.asarray(rows)
@@ -70,7 +96,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--run", required=True, help="output_dir of a train.json run")
     p.add_argument("--size", type=int, default=None, help="encoder input side (default: the run's probe size)")
-    p.add_argument("--backbone", default="resnet50")
+    p.add_argument("--backbone", default=None, help="encoder architecture (default: the run's, else resnet50)")
     args = p.parse_args(argv)
     run = json.loads((Path(args.run) / "run.json").read_text())
     root = Path(run["patches"])
@@ -79,11 +105,17 @@ def main(argv=None) -> int:
     sid = np.array([r["subject_id"] for r in records])
     y = np.array([r["label"] for r in records])
     size = args.size or int(run["probe_spatial_size"])
-    sets = {"hand-made bone statistics (6 per bone)": simple_features(records),
-            f"random-init {args.backbone} ({size} px)": encoder_features(records, size, args.backbone, None)}
+    args.backbone = args.backbone or run.get("backbone", "resnet50")
+    x = classifier_inputs(records, size)
+    sets = {"hand-made bone statistics (6 per bone), cached patch": simple_features(records),
+            f"hand-made bone statistics, classifier input ({size} px)": simple_features(records, size),
+            f"random-init {args.backbone}, initial BatchNorm statistics": encoder_features(
+                records, size, args.backbone, None, inputs=x),
+            f"random-init {args.backbone}, BatchNorm statistics of the patches": encoder_features(
+                records, size, args.backbone, None, recalibrate_bn=True, inputs=x)}
     if run.get("ssl"):
         sets[f"SSL {args.backbone} of the run ({size} px)"] = encoder_features(
-            records, size, args.backbone, Path(run["ssl"]) / "model.pt")
+            records, size, args.backbone, Path(run["ssl"]) / "model.pt", inputs=x)
     print(f"{len(np.unique(sid))} subjects, {len(records)} bone patches")
     for name, x in sets.items():
         auc, sd, c = cv_auc(x, sid, y)

@@ -12,6 +12,7 @@ import fcntl
 import json
 import logging
 import os
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -32,6 +33,8 @@ logger = logging.getLogger(__name__)
 
 FIELD_MM = (290.0, 290.0 * 2515 / 3588)  # detector field (height, width) in mm; 3588 rows -> 2515 columns
 GENERATOR_VERSION = 1
+#: training / validation / test shares of the labelled subjects (the paper's 80/10/10)
+SPLIT_FRACTIONS = (0.8, 0.1, 0.1)
 #: named sizes; "paper" is the labelled cohort's resolution (2515 x 3588)
 PRESETS = {
     "quick": {"subjects": 48, "unlabeled": 96, "height": 384},
@@ -83,7 +86,8 @@ def _job(args) -> tuple[dict | None, str | None]:
 
 def generate_hand_cohort(out_dir: str | os.PathLike, subjects: int = 192, unlabeled: int = 1154, seed: int = 0,
                          height: int = 768, annotators: int = 3, prevalence: float | None = 0.28,
-                         workers: int | None = None, progress: bool = True) -> Path:
+                         split_fractions: Sequence[float] = SPLIT_FRACTIONS, workers: int | None = None,
+                         progress: bool = True) -> Path:
     """Write the phantom hand cohort to ``out_dir`` and return the path of its ``datalist.json``.
 
     Args:
@@ -94,6 +98,7 @@ def generate_hand_cohort(out_dir: str | os.PathLike, subjects: int = 192, unlabe
         height: image height in pixels (width follows the 203 x 290 mm field; 3588 is the paper's size).
         annotators: number M >= 1 of annotator masks per image.
         prevalence: exact share of osteoporotic labelled subjects, or None for the model's own rate.
+        split_fractions: training, validation and test shares of the labelled subjects (label-stratified).
         workers: processes (default: all cores).
         progress: show a progress bar.
     """
@@ -103,6 +108,10 @@ def generate_hand_cohort(out_dir: str | os.PathLike, subjects: int = 192, unlabe
         raise ValueError(f"height must be in [64, 8192] pixels, got {height!r}.")
     if annotators < 1:
         raise ValueError(f"annotators must be >= 1, got {annotators!r}.")
+    split_fractions = [float(f) for f in split_fractions]
+    if len(split_fractions) != 3 or min(split_fractions) < 0 or abs(sum(split_fractions) - 1.0) > 1e-6:
+        raise ValueError(f"split_fractions must be three shares (training, validation, test) summing to 1, "
+                         f"got {split_fractions!r}.")
     out = Path(out_dir)
     (out / "images").mkdir(parents=True, exist_ok=True)
     (out / "masks").mkdir(parents=True, exist_ok=True)
@@ -130,7 +139,7 @@ def generate_hand_cohort(out_dir: str | os.PathLike, subjects: int = 192, unlabe
             executor.shutdown()
     lab = [r for r in records if "label" in r]
     unl = [r for r in records if "label" not in r]
-    split_l = subject_split([r["subject_id"] for r in lab], [r["label"] for r in lab], seed=seed)
+    split_l = subject_split([r["subject_id"] for r in lab], [r["label"] for r in lab], split_fractions, seed=seed)
     split_u = subject_split([r["subject_id"] for r in unl], None, seed=seed + 1)
     for r in lab:
         r["split"] = split_l[r["subject_id"]]
@@ -138,7 +147,7 @@ def generate_hand_cohort(out_dir: str | os.PathLike, subjects: int = 192, unlabe
         r["split"] = split_u[r["subject_id"]]
     params = {"generator": "monai_osteo.data.phantoms.hand", "version": GENERATOR_VERSION, "subjects": subjects,
               "unlabeled": unlabeled, "seed": seed, "height": height, "annotators": annotators,
-              "prevalence": prevalence}
+              "prevalence": prevalence, "split_fractions": split_fractions}
     datalist = {
         "name": "monai_osteo phantom hand radiographs",
         "description": "Synthetic hand/wrist radiographs with M annotator masks of ulna, radius, M1-M5 and a "
@@ -178,7 +187,9 @@ def _ensure(out: Path, kwargs: dict) -> Path:
     meta = out / "cohort.json"
     if meta.is_file() and (out / "datalist.json").is_file():
         have = json.loads(meta.read_text())
+        have.setdefault("split_fractions", list(SPLIT_FRACTIONS))  # cohorts written before the option existed
         want = {k: kwargs[k] for k in ("subjects", "unlabeled", "seed", "height")}
+        want["split_fractions"] = [float(f) for f in kwargs.get("split_fractions", SPLIT_FRACTIONS)]
         if not have.get("failures") and have.get("version") == GENERATOR_VERSION and all(
                 have.get(k) == v for k, v in want.items()):
             return out / "datalist.json"
