@@ -69,7 +69,7 @@ PY
 )
     out=$(sed -n 1p <<<"$info")
     log "seed and versions: $(sed -n 2p <<<"$info")"
-    log "hand_osteo bundle, quick preset: phantom cohort -> OT U-Net -> bone patches -> SSL ResNet-50 -> probe -> test"
+    log "hand_osteo bundle, quick preset: phantom cohort -> OT U-Net -> bone patches -> SSL ResNet-18 -> probe -> test + 2MCI baseline"
     "$VENV/bin/python" -m monai.bundle run --config_file "['$B/configs/train.json','$B/configs/quick.json']" "$@"
     cat "$out/eval/metrics.md"
     log "models, metrics and figures in $out" ;;
