@@ -17,8 +17,8 @@ import torch
 from monai_osteo.bundle.datalist import datalist_items
 from monai_osteo.io import atomic_copy, atomic_save, atomic_write_json
 
-__all__ = ["BEST_ENCODER", "class_weights", "export_bone_classifier", "load_encoder", "patch_records", "patch_sources",
-           "ssl_encoder_checkpoint", "write_run_manifest"]
+__all__ = ["class_weights", "export_bone_classifier", "load_encoder", "patch_records", "patch_sources",
+           "write_run_manifest"]
 
 logger = logging.getLogger("monai_osteo.hand_osteo")
 PATCH_INDEX = "index.json"
@@ -84,17 +84,6 @@ def class_weights(records: Sequence[dict], num_classes: int = 2) -> torch.Tensor
     """Inverse-frequency class weights ``n / (C n_c)`` of the records' labels (balanced cross-entropy)."""
     counts = torch.bincount(torch.as_tensor([int(r["label"]) for r in records]), minlength=num_classes).float()
     return counts.sum() / (num_classes * counts.clamp_min(1))
-
-
-#: the SSL stage's encoder at the epoch its monitor scored best on the validation subjects (when the monitor runs)
-BEST_ENCODER = "best_model.pt"
-
-
-def ssl_encoder_checkpoint(ssl_dir: str | os.PathLike) -> str:
-    """The encoder the probe uses: the SSL stage's ``best_model.pt`` (the epoch of the best monitored validation
-    probe AUC) if the stage wrote one, else its final ``model.pt``."""
-    best = Path(ssl_dir) / BEST_ENCODER
-    return str(best if best.is_file() else Path(ssl_dir) / "model.pt")
 
 
 def load_encoder(classifier: torch.nn.Module, checkpoint: str | os.PathLike | None) -> torch.nn.Module:

@@ -12,7 +12,7 @@ of its bones' probabilities (Eq. 10). Feature sets:
   BatchNorm is the identity in eval mode, the network is positively homogeneous and passes the absolute intensity
   scale through) and with the statistics re-estimated on the patches (what any trained encoder has; the fair
   "random features" reference for a trained encoder);
-- the run's SSL encoder (frozen; the one its probe used: the best monitored epoch if the SSL stage kept one).
+- the run's SSL encoder (frozen).
 
 Prints the best AUC over C in {1e-4 ... 1} per set (the best C is chosen on the same folds, an optimistic ceiling
 for a linear probe, not a test result).
@@ -32,7 +32,6 @@ from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedKFold
 from sklearn.preprocessing import StandardScaler
 
-from monai_osteo.bundle.hand_osteo import ssl_encoder_checkpoint
 from monai_osteo.networks.nets import BoneClassifier
 from monai_osteo.transforms.presets import bone_patch_preprocessingd
 
@@ -116,7 +115,7 @@ def main(argv=None) -> int:
                 records, size, args.backbone, None, recalibrate_bn=True, inputs=x)}
     if run.get("ssl"):
         sets[f"SSL {args.backbone} of the run ({size} px)"] = encoder_features(
-            records, size, args.backbone, Path(ssl_encoder_checkpoint(run["ssl"])), inputs=x)
+            records, size, args.backbone, Path(run["ssl"]) / "model.pt", inputs=x)
     print(f"{len(np.unique(sid))} subjects, {len(records)} bone patches")
     for name, x in sets.items():
         auc, sd, c = cv_auc(x, sid, y)
