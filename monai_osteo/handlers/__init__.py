@@ -4,7 +4,8 @@ from monai_osteo.handlers.bone_patch_writer import BonePatchWriter
 from monai_osteo.handlers.checkpoint import AtomicCheckpointSaver, last_checkpoint
 from monai_osteo.handlers.embedding_monitor import EmbeddingProbeMonitor, subject_auc
 from monai_osteo.handlers.gamma_annealing import GammaAnnealingHandler, gamma_schedule
+from monai_osteo.handlers.screening_gate_fitter import ScreeningGateFitter
 from monai_osteo.handlers.screening_report_writer import ScreeningReportWriter
 
 __all__ = ["AtomicCheckpointSaver", "BonePatchWriter", "EmbeddingProbeMonitor", "GammaAnnealingHandler",
-           "ScreeningReportWriter", "gamma_schedule", "last_checkpoint", "subject_auc"]
+           "ScreeningGateFitter", "ScreeningReportWriter", "gamma_schedule", "last_checkpoint", "subject_auc"]

@@ -19,7 +19,7 @@ __all__ = ["ScreeningReportWriter"]
 
 logger = logging.getLogger("monai_osteo.hand_osteo")
 REPORT_KEYS = ("decision", "decision_name", "probability", "threshold", "bone_probabilities", "bones_found",
-               "bones_missing", "qc_flags", "qc_messages")
+               "bones_missing", "qc_flags", "qc_messages", "gates")
 
 
 class ScreeningReportWriter:
@@ -68,19 +68,22 @@ class ScreeningReportWriter:
             index = int(torch.as_tensor(batch[self.index_key]).reshape(-1)[i])
             source = str(batch[self.source_key][i])
             rid = output_id(source, index)
-            report = {"id": rid, **{k: res[k] for k in REPORT_KEYS},
+            report = {"id": rid, **{k: res[k] for k in REPORT_KEYS if k in res},
                       "segmentation": {k: res[k] for k in ("confidence", "bone_area_fraction", "mean_entropy_in_bones",
                                                            "mean_mutual_information_in_bones")},
                       "seconds": round(seconds, 3)}
+            if "probability_ungated" in res:
+                report["probability_ungated"] = res["probability_ungated"]
             if self.record_source:
                 report["source"] = source
             atomic_write_json(self.output_dir / f"{rid}.json", report)
             if self.report_png:
                 image = np.asarray(torch.as_tensor(batch[self.image_key][i]).cpu())[0]
                 p = res["probability"]
+                decision = "no decision" if res["decision"] == -1 else res["decision_name"]  # reasons: QC lines
                 save_screening_report_png(self.output_dir / f"{rid}.png", image, res["labels"],
-                                          res["bone_probabilities"], res["decision_name"],
-                                          0.0 if np.isnan(p) else p, threshold=res["threshold"],
+                                          res["bone_probabilities"], decision,
+                                          None if np.isnan(p) else p, threshold=res["threshold"],
                                           uncertainty=res["uncertainty"], qc_flags=res["qc_messages"], title=rid)
             self.screened.append({"id": rid, "decision": res["decision"], "probability": res["probability"],
                                   "qc_flags": res["qc_flags"]})

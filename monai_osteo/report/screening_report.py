@@ -40,7 +40,7 @@ def _probability(value, arg: str) -> float:
 
 
 def save_screening_report_png(path: str | os.PathLike, image, labels, bone_probabilities: Mapping[str, float | None],
-                              decision: str, probability: float, threshold: float = 0.5, uncertainty=None,
+                              decision: str, probability: float | None, threshold: float = 0.5, uncertainty=None,
                               qc_flags: Sequence[str] = (), title: str = "") -> Path:
     """Write the screening report of one radiograph to ``path`` (PNG, atomically) and return the path.
 
@@ -56,7 +56,7 @@ def save_screening_report_png(path: str | os.PathLike, image, labels, bone_proba
         bone_probabilities: bone name -> probability in [0, 1], or None when the bone was not found;
             bones of ``BONE_LABELS`` absent from the mapping are shown as not found.
         decision: the screening decision as worded for the reader, e.g. "osteoporosis".
-        probability: subject-level probability of osteoporosis in [0, 1].
+        probability: subject-level probability of osteoporosis in [0, 1]; None when there is none (no decision).
         threshold: decision threshold on the probabilities, in [0, 1].
         uncertainty: optional (h, w) map, any resolution; drawn stretched over the image's extent.
         qc_flags: quality-control flags or sentences (e.g. from ``monai_osteo.metrics.describe_qc_flags``).
@@ -76,7 +76,7 @@ def save_screening_report_png(path: str | os.PathLike, image, labels, bone_proba
         raise ValueError(f"bone_probabilities keys must be among {list(BONE_LABELS)}, got {unknown!r}.")
     probs = {name: None if bone_probabilities.get(name) is None
              else _probability(bone_probabilities[name], f"bone_probabilities[{name!r}]") for name in BONE_LABELS}
-    probability = _probability(probability, "probability")
+    probability = None if probability is None else _probability(probability, "probability")
     threshold = _probability(threshold, "threshold")
     if uncertainty is not None:
         uncertainty = np.asarray(uncertainty, dtype=np.float64)
@@ -137,6 +137,7 @@ def save_screening_report_png(path: str | os.PathLike, image, labels, bone_proba
 
     qc = ["QC: ok"] if not qc_flags else [f"QC: {f}" for f in qc_flags]  # one line each: long messages fit
     lines = ([title] if title else []) + [
-        f"Decision: {decision}  |  subject probability {probability:.2f} (threshold {threshold:.2f})", *qc]
+        f"Decision: {decision}" + ("" if probability is None else
+                                   f"  |  subject probability {probability:.2f} (threshold {threshold:.2f})"), *qc]
     fig.suptitle("\n".join(lines), fontsize=10, color="black" if not qc_flags else "darkred")
     return _save_atomic(fig, path)

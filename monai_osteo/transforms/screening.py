@@ -43,7 +43,10 @@ class ScreeningDecisiond(_PerResult):
     """Subject probability = mean over the bones found of the class probabilities; decision = class 1 if its mean
     probability >= ``threshold`` (0.5 = argmax of the mean, Eq. 10); -1 when no bone was found.
 
-    Adds ``probability``, ``decision``, ``decision_name``, ``threshold`` to each result.
+    Adds ``probability``, ``decision``, ``decision_name``, ``threshold`` to each result. When a screening gate
+    (:mod:`monai_osteo.transforms.screening_gates`, run before this step) failed, there is no decision:
+    ``decision = -1``, ``decision_name = "no decision: <reasons>"``, ``probability`` NaN and the classifier's
+    probability kept as ``probability_ungated`` for audit.
     """
 
     def __init__(self, keys: KeysCollection = "pred", threshold: float = 0.5, allow_missing_keys: bool = False) -> None:
@@ -59,14 +62,22 @@ class ScreeningDecisiond(_PerResult):
             decision = int(p1 >= self.threshold)
         else:
             p1, decision = float("nan"), -1
-        return {**result, "probability": p1, "decision": decision, "decision_name": DECISION_NAMES[decision],
-                "threshold": self.threshold}
+        name = DECISION_NAMES[decision]
+        failed = [g for g in result.get("gates", ()) if g.get("passed") is False]
+        out = {**result, "threshold": self.threshold}
+        if failed and decision != -1:
+            # the probability of a refused image means nothing: kept for audit only, under another key
+            out["probability_ungated"], p1, decision = p1, float("nan"), -1
+        if failed:
+            name = "no decision: " + "; ".join(g["message"] for g in failed)
+        return {**out, "probability": p1, "decision": decision, "decision_name": name}
 
 
 class ScreeningQCd(_PerResult):
     """Quality-control flags (:func:`~monai_osteo.metrics.screening_qc_flags`) and their plain-language messages.
 
-    Adds ``bones_missing``, ``qc_flags``, ``qc_messages`` to each result.
+    Adds ``bones_missing``, ``qc_flags``, ``qc_messages`` to each result; the flags and messages of failed screening
+    gates (``result["gates"]``) are appended.
     """
 
     def __init__(self, keys: KeysCollection = "pred", min_confidence: float = 0.8, min_bones_for_hand: int = 4,
@@ -80,4 +91,9 @@ class ScreeningQCd(_PerResult):
         missing = missing_bone_names(found, BONES)
         flags = screening_qc_flags(found, result["confidence"], result["bone_area_fraction"], expected_bones=len(BONES),
                                    **self.qc)
-        return {**result, "bones_missing": missing, "qc_flags": flags, "qc_messages": describe_qc_flags(flags, missing)}
+        messages = describe_qc_flags(flags, missing)
+        for gate in result.get("gates", ()):
+            if gate.get("passed") is False:  # a failed screening gate: its flag and its message
+                flags.append(gate["flag"])
+                messages.append(gate["message"])
+        return {**result, "bones_missing": missing, "qc_flags": flags, "qc_messages": messages}

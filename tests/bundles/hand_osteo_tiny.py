@@ -27,6 +27,8 @@ def tiny_train(root: Path, **extra) -> dict:
         "num_workers": 0, "seg_epochs": 1, "seg_batch_size": 4, "local_size": 16, "ssl_batch_size": 8,
         "ssl_epochs": 1, "ssl_warmup_epochs": 0, "ssl_hidden_dim": 32, "ssl_projection_dim": 16,
         "ssl_num_prototypes": 8, "probe_epochs": 3, **ARCH,
+        # 6 validation subjects: the screening gates are calibrated on the training radiographs too
+        "stage_overrides#gates#gate_calibration_split": ["training", "validation"],
     }
     over.update(extra)
     return over

@@ -18,7 +18,10 @@ from tests.utils import assert_allclose
 
 ABLATIONS = sorted(p.stem for p in (CONFIGS / "ablations").glob("*.json"))
 STAGE_CONFIGS = {"extract_patches.json": "infer", "train_ssl.json": "train", "train_probe.json": "train",
-                 "train_supervised.json": "train", "inference.json": "infer", "evaluate.json": None}
+                 "train_supervised.json": "train", "inference.json": "infer", "evaluate.json": None,
+                 "fit_gates.json": "infer"}
+#: stage configs layered on more than train.json
+LAYERS = {"fit_gates.json": ["train.json", "inference.json", "fit_gates.json"]}
 TINY = {"subjects": 40, "unlabeled": 12, "height": 192}
 
 
@@ -44,10 +47,11 @@ def test_train_writes_models_metrics_and_figures(trained):
     run = trained / "run"
     for name in ("model.pt", "segmentation.pt", "run.json", "segmentation/model.pt", "segmentation/last.pt",
                  "segmentation/metrics.csv", "patches/index.json", "ssl/model.pt", "ssl/last.pt", "probe/model.pt",
-                 "probe/probe.pt", "probe/metrics.csv", "eval/metrics.json", "eval/metrics.md", "eval/roc.png",
+                 "probe/probe.pt", "probe/metrics.csv", "gates.pt", "gates.json",
+                 "eval/metrics.json", "eval/metrics.md", "eval/roc.png",
                  "eval/bone_contributions.png", "eval/predictions.json"):
         assert (run / name).is_file(), name
-    for stage in ("segmentation", "patches", "ssl", "probe", "eval"):
+    for stage in ("segmentation", "patches", "ssl", "probe", "gates", "eval"):
         assert json.loads((run / stage / "stage.json").read_text())["status"] == "done"
     index = json.loads((run / "patches/index.json").read_text())
     bones = {r["bone"] for r in index["patches"]}
@@ -98,7 +102,7 @@ def test_rerun_skips_every_stage_and_a_changed_setting_reruns_only_downstream(tr
 @pytest.mark.parametrize("name", sorted(STAGE_CONFIGS))
 def test_every_stage_config_passes_check_properties(trained, name):
     kind = STAGE_CONFIGS[name]
-    wf = workflow(["train.json", name], kind, **tiny_train(trained))
+    wf = workflow(LAYERS.get(name, ["train.json", name]), kind, **tiny_train(trained))
     if kind is not None:
         assert wf.check_properties() == []
 
@@ -173,9 +177,14 @@ def test_inference_reports_and_bad_files(trained, tmp_path, caplog, weights):
         r = json.loads(path.read_text())
         assert set(r["bone_probabilities"]) == {"ulna", "radius", "M1", "M2", "M3", "M4", "M5"}
         assert set(r["bones_found"]) | set(r["bones_missing"]) == set(r["bone_probabilities"])
-        assert set(r["qc_flags"]) <= {"missing_bones", "low_segmentation_confidence", "not_a_hand_radiograph"}
+        assert set(r["qc_flags"]) <= {"missing_bones", "low_segmentation_confidence", "not_a_hand_radiograph",
+                                      "implausible_input", "implausible_anatomy", "out_of_distribution"}
+        assert [g["gate"] for g in r["gates"]] == ["input", "anatomy", "features"]
+        failed = [g for g in r["gates"] if g["passed"] is False]
+        assert (r["decision"] == -1) == (bool(failed) or not r["bones_found"])
+        assert [g["flag"] for g in failed] == [f for f in r["qc_flags"] if f in {g["flag"] for g in r["gates"]}]
         found = [p for p in r["bone_probabilities"].values() if p is not None]
-        if found:  # Eq. 10 in the report
+        if found and not failed:  # Eq. 10 in the report
             assert abs(np.mean(found) - r["probability"]) < 1e-6
         assert "source" not in r
 
@@ -187,6 +196,12 @@ def test_inference_record_source_keeps_paths(trained, tmp_path):
     workflow(["train.json", "inference.json"], "infer", **over).run()
     summary = json.loads((tmp_path / "out/summary.json").read_text())
     assert {Path(f["source"]).name for f in summary["failures"]} == {"corrupt_Roe.dcm", "truncated_Roe.png"}
+    reports = [json.loads(p.read_text()) for p in (tmp_path / "out").glob("r*.json")]
+    reports = {Path(r["source"]).name: r for r in reports}
+    chest, leg = reports["RG1_UNCR.dcm"], reports["RG3_UNCR.dcm"]  # real CRs of a chest and a lower leg: refused
+    assert chest["decision"] == -1 and chest["decision_name"].startswith("no decision: ")
+    assert "implausible_input" in chest["qc_flags"] and "body part CHEST" in chest["decision_name"]
+    assert leg["decision"] == -1 and np.isnan(leg["probability"])
 
 
 def test_exports_match_eager(trained, tmp_path):
@@ -291,6 +306,6 @@ def test_every_setting_of_train_json_reaches_its_stages():
     structural = {"imports", "config_dir", "meta_file", "dataset_dir", "datalist_file", "phantom_preset",
                   "phantom_overrides", "phantom_dir", "stage_settings", "segmentation_overrides", "stage_overrides",
                   "segmentation_bundle", "stages", "initialize", "run", "finalize", "classifier_def",
-                  "patches_configs", "ssl_configs", "probe_configs", "evaluation_configs"}
+                  "patches_configs", "ssl_configs", "probe_configs", "gates_configs", "evaluation_configs"}
     passed = {v[1:] for v in [*config["stage_settings"].values(), *config["segmentation_overrides"].values()]}
     assert sorted(set(config) - structural - passed) == []

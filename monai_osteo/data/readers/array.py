@@ -80,6 +80,15 @@ def _first(meta: dict, tag: str, default: Any = None) -> Any:
     return vals[0] if vals else default
 
 
+def _chroma(arr: np.ndarray) -> float:
+    """How coloured a channel-last image is: mean |channel - mean of R, G, B| over its value range (0 = gray)."""
+    rgb = arr[..., :3]
+    span = float(rgb.max() - rgb.min())
+    if not span > 0:
+        return 0.0
+    return float(np.abs(rgb - rgb.mean(-1, keepdims=True)).mean() / span)
+
+
 class LoadRadiograph(Transform):
     """Load a radiograph (or a CT volume) as a channel-first float32 MetaTensor with bone bright.
 
@@ -111,7 +120,9 @@ class LoadRadiograph(Transform):
     Metadata added to ``MetaTensor.meta`` (collate-friendly types):
     ``pixel_spacing`` (row_mm, col_mm), NaN when unknown; ``pixel_spacing_source`` ("PixelSpacing",
     "ImagerPixelSpacing", "header" or "unknown"); ``spacing`` (per spatial axis, 1 where unknown) and
-    ``affine`` consistent with it; ``photometric_interpretation``; ``modality``; ``inverted``; ``windowed``;
+    ``affine`` consistent with it; ``photometric_interpretation``; ``modality`` and ``body_part`` (DICOM
+    Modality and BodyPartExamined, "" when absent); ``chroma`` (how coloured the stored image was, 0 for gray, see
+    ``_chroma``: a colour photograph is not a radiograph); ``inverted``; ``windowed``;
     ``window`` (center, width), NaN when not applied; ``rescale`` (slope, intercept); ``normalized``;
     ``value_range`` (min, max) of the values before windowing and normalisation; ``original_shape`` (the
     reader's array shape); ``reader``; plus ``filename_or_obj`` and the reader's own keys. Raw DICOM tags
@@ -183,6 +194,8 @@ class LoadRadiograph(Transform):
         meta["original_shape"] = tuple(int(s) for s in arr.shape)
         meta["reader"] = type(self._readers[fmt]).__name__
         meta.setdefault("modality", "")
+        meta.setdefault("body_part", "")
+        meta["chroma"] = _chroma(arr) if arr.ndim == 3 and arr.shape[-1] >= 3 else 0.0
         meta["rescale"] = (1.0, 0.0)
         window = None
         if fmt == "dicom":
@@ -273,6 +286,7 @@ class LoadRadiograph(Transform):
             arr = rgb_to_gray(arr)
         meta["photometric_interpretation"] = photometric
         meta["modality"] = str(_first(meta, "00080060", "")).strip()
+        meta["body_part"] = str(_first(meta, "00180015", "")).strip()
         meta["rescale"] = (float(_first(meta, "00281053", 1.0)), float(_first(meta, "00281052", 0.0)))
 
         spacing, source = None, "unknown"
