@@ -6,7 +6,8 @@ patches, resize them to 224 x 224, classify them with the ResNet-50 bone classif
 compute the QC flags: inference.json's ``HandScreeningInferer`` + post-processing (the JSON/PNG report is not
 included; ``--report`` adds it). ``ours + gates`` adds the three screening gates of inference.json (input
 plausibility, hand layout, bone-feature Mahalanobis; fitted here on a few phantom masks and random 2048-d
-features, as the time does not depend on the fitted values) and prints their cost per radiograph. The bundle's default (paper) architecture, random weights: the time does not depend on the weights,
+features, as the time does not depend on the fitted values) and prints their cost per radiograph.
+The bundle's default (paper) architecture, random weights: the time does not depend on the weights,
 but an untrained segmentation finds no real bones, so the network's output is replaced by the phantom's
 ground-truth masks *after* the network has run (the full network cost is paid), which gives the 7 real bone
 patches downstream.
@@ -38,9 +39,9 @@ from _timing import median_round_times  # noqa: E402
 from monai_osteo.data import LoadRadiograph  # noqa: E402
 from monai_osteo.data.phantoms import render_subject, sample_subject  # noqa: E402
 from monai_osteo.inferers import HandScreeningInferer  # noqa: E402
-from monai_osteo.networks.nets import BoneClassifier, MultiDecoderOTUNet  # noqa: E402
 from monai_osteo.metrics.anatomy import HandLayoutModel, measure_bone_layout  # noqa: E402
 from monai_osteo.metrics.ood import BoneFeatureOOD  # noqa: E402
+from monai_osteo.networks.nets import BoneClassifier, MultiDecoderOTUNet  # noqa: E402
 from monai_osteo.transforms.screening import ScreeningDecisiond, ScreeningQCd  # noqa: E402
 from monai_osteo.transforms.screening_gates import (  # noqa: E402
     AnatomyGated,
