@@ -158,7 +158,7 @@ class BoneFeatureOOD:
         out = np.full(len(groups), np.inf)
         if known.any():
             diff = x[known] - self.means[[self.classes.index(c) for c, k in zip(groups, known) if k]]
-            out[known] = np.einsum("nf,fg,ng->n", diff, self.precision, diff)
+            out[known] = ((diff @ self.precision) * diff).sum(1)
         return out
 
     def score(self, features: np.ndarray | torch.Tensor, groups: Sequence[str]) -> float:

@@ -86,6 +86,10 @@ def auroc(hands: list[float], ood: list[float]) -> float | None:
     return float(roc_auc_score(np.r_[np.zeros(len(h)), np.ones(len(o))], np.r_[h, o]))
 
 
+def _fmt(x) -> str:
+    return "-" if x is None else f"{x:.3f}"
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--run", required=True, type=Path, help="run folder with model.pt, segmentation.pt, gates.pt")
@@ -147,21 +151,39 @@ def main(argv: list[str] | None = None) -> int:
     for k in ("layout", "fragmentation", "features", "energy", "mutual_information", "low_confidence"):
         sep[k] = auroc([signals(r)[k] for r in hand_reports], [signals(r)[k] for r in ood_screened])
     n_ood = len(ood_reports)
+    source_of = {r["image"]: r["source"] for r in records}
+    per_image = [{"set": name, "source": source_of.get(r.get("source"), "phantom hand"), "decision": r["decision"],
+                  "caught_by": caught_by(r), **signals(r)} for name, reps in reports.items() for r in reps]
+    gates_state = json.loads((args.run / "gates.json").read_text())
+    margins = {}
+    for k in ("layout", "fragmentation", "features"):
+        hand_vals = [row[k] for row in per_image if row["set"] == "hands (held out)" and np.isfinite(row[k])]
+        ood_vals = [row[k] for row in per_image if not row["set"].startswith("hands") and np.isfinite(row[k])]
+        margins[k] = {"threshold": gates_state["thresholds"][k], "hands_max": max(hand_vals, default=None),
+                      "ood_min": min(ood_vals, default=None)}
     summary = {
         "ood_images": n_ood, "ood_rejected": sum(r["decision"] == -1 for r in ood_reports),
         "ood_rejection_rate": sum(r["decision"] == -1 for r in ood_reports) / max(n_ood, 1),
         "hands_false_rejection_rate": {k: rows[k]["no_decision"] / max(rows[k]["images"], 1)
                                        for k in groups},
-        "separation_auroc": sep, "per_set": rows,
+        "separation_auroc": sep, "per_set": rows, "margins": margins, "per_image": per_image,
         "ood_given_a_decision": [{"category": next(c for c, fs in by_cat.items() if r.get("source") in fs),
-                                  "decision": r["decision_name"]} for r in ood_reports if r["decision"] != -1],
+                                  "source": source_of.get(r.get("source")), "decision": r["decision_name"]}
+                                 for r in ood_reports if r["decision"] != -1],
     }
     lines = ["## Screening gates: out-of-distribution evaluation", "", *table, "",
              f"OOD rejected: {summary['ood_rejected']} / {n_ood} ({100 * summary['ood_rejection_rate']:.1f} %); "
              + "; ".join(f"{k} false rejection {100 * v:.1f} %"
                          for k, v in summary["hands_false_rejection_rate"].items()),
              "", "| signal | AUROC hands vs screened OOD images |", "|---|---|",
-             *[f"| {k} | {'-' if v is None else f'{v:.3f}'} |" for k, v in sep.items()]]
+             *[f"| {k} | {'-' if v is None else f'{v:.3f}'} |" for k, v in sep.items()],
+             "", "| learned score | threshold | largest on held-out hands | smallest on screened OOD images |",
+             "|---|---|---|---|",
+             *[f"| {k} | {_fmt(m['threshold'])} | {_fmt(m['hands_max'])} | {_fmt(m['ood_min'])} |"
+               for k, m in margins.items()]]
+    if summary["ood_given_a_decision"]:
+        lines += ["", "OOD images given a decision: " + "; ".join(f"{d['source']} ({d['decision']})"
+                                                               for d in summary["ood_given_a_decision"])]
     text = "\n".join(lines)
     print(text)
     (out / "ood_evaluation.md").write_text(text + "\n")

@@ -129,6 +129,7 @@ def fit_screening_gates(results: Sequence[Mapping], splits: Sequence[str], refer
               "feature_patches": features.n_fitted, "feature_dim": int(features.means.shape[1]),
               "bones": list(BONES), "calibration": calibration,
               "calibration_rejection_rate": calibration["empirical_rejection_rate"],
+              "calibration_scores": {k: sorted(float(c[k]) for c in cal) for k in SCORES},
               "calibration_radiographs": len(cal)}
     logger.info("screening gates: thresholds %s; %.1f %% of the %d %s radiographs refused", thresholds,
                 100 * report["calibration_rejection_rate"], len(cal), calibration_split)
