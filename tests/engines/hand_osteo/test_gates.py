@@ -73,7 +73,8 @@ def test_fit_record(fitted):
     assert all(math.isfinite(v) for v in gates.thresholds.values())
     assert gates.thresholds["fragmentation"] == 0.0  # drawn ellipses are single components
     assert gates.info == report
-    assert report["reference_layouts"] == 20 == gates.layout.n_fitted
+    # the 20 annotator-mask layouts and the segmentation's 30 complete training layouts
+    assert report["reference_layouts"] == 20 and report["layouts_fitted"] == 50 == gates.layout.n_fitted
     assert report["feature_patches"] == 30 * len(BONES) == gates.features.n_fitted
     assert report["feature_dim"] == FEATURE_DIM and report["bones"] == list(BONES)
     assert report["fit_split"] == "training" and report["calibration_split"] == ["validation"]
