@@ -48,7 +48,8 @@ GATES_VERSION = 1
 class ScreeningGates:
     """The learned gates of one model: layout model, feature model, thresholds and their calibration record.
 
-    ``thresholds``: ``layout`` (Wilson-Hilferty z), ``fragmentation`` (fraction), ``features`` (log mean d2/F).
+    ``thresholds``: ``layout`` (Wilson-Hilferty z), ``fragmentation`` (fraction), ``segmentation_uncertainty``
+    (1 - segmentation confidence), ``features`` (log median d2/F).
     """
 
     def __init__(self, layout: HandLayoutModel, features: BoneFeatureOOD, thresholds: Mapping[str, float],
@@ -196,8 +197,10 @@ class _LearnedGate(_Gate):
 
 
 class AnatomyGated(_LearnedGate):
-    """Gate 2: the bone layout is a hand's (z <= ``layout`` threshold) and no bone is fragmented
-    (largest fragmentation <= ``fragmentation`` threshold)."""
+    """Gate 2: the bone layout is a hand's (z <= ``layout`` threshold), no bone is fragmented (largest fragmentation
+    <= ``fragmentation`` threshold) and the segmentation is as sure of its bones as on hands (1 - confidence <=
+    ``segmentation_uncertainty`` threshold; the confidence is the mean largest class probability over the bone
+    pixels, a calibrated version of the fixed ``min_confidence`` QC flag)."""
 
     name = "anatomy"
 
@@ -208,6 +211,8 @@ class AnatomyGated(_LearnedGate):
         found = np.asarray(layout["present"], bool)
         frag = float(np.nanmax(np.where(found, layout["fragmentation"], np.nan))) if found.any() else float("inf")
         t_z, t_f = g.thresholds["layout"], g.thresholds["fragmentation"]
+        t_u = g.thresholds.get("segmentation_uncertainty", float("inf"))
+        unc = 1.0 - float(result["confidence"]) if found.any() else float("inf")
         reasons = []
         if not math.isfinite(z):
             reasons.append(f"only {int(found.sum())} bones found: too few to check a hand's layout")
@@ -217,8 +222,11 @@ class AnatomyGated(_LearnedGate):
         if math.isfinite(frag) and frag > t_f:
             names = [b for b, ok, f in zip(BONES, found, layout["fragmentation"]) if ok and f > t_f]
             reasons.append(f"fragmented bone masks ({', '.join(names)}: {100 * frag:.0f} % outside the main part)")
+        if math.isfinite(unc) and unc > t_u:
+            reasons.append(f"the segmentation is unsure where the bones are (uncertainty {unc:.3f} > {t_u:.3f})")
         return _record(self.name, not reasons, "; ".join(reasons) or "hand layout", layout_score=z,
-                       layout_threshold=t_z, fragmentation=frag, fragmentation_threshold=t_f)
+                       layout_threshold=t_z, fragmentation=frag, fragmentation_threshold=t_f,
+                       segmentation_uncertainty=unc, segmentation_uncertainty_threshold=t_u)
 
 
 class FeatureOODGated(_LearnedGate):

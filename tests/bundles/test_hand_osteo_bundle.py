@@ -309,3 +309,21 @@ def test_every_setting_of_train_json_reaches_its_stages():
                   "patches_configs", "ssl_configs", "probe_configs", "gates_configs", "evaluation_configs"}
     passed = {v[1:] for v in [*config["stage_settings"].values(), *config["segmentation_overrides"].values()]}
     assert sorted(set(config) - structural - passed) == []
+
+
+def test_out_of_distribution_images_get_no_decision(trained, tmp_path):
+    """A representative subset of the OOD set (3 per category: chest and leg CRs, CT/MR, photos, phantoms without a
+    hand, noise, a constant image): screened with inference.json, none gets a decision."""
+    from monai_osteo.data.ood_set import build_ood_set
+
+    records = build_ood_set(tmp_path / "ood", per_category=3)
+    over = {**tiny_train(trained), "input_files": [r["image"] for r in records], "report_dir": str(tmp_path / "out"),
+            "report_png": False}
+    workflow(["train.json", "inference.json"], "infer", **over).run()
+    summary = json.loads((tmp_path / "out/summary.json").read_text())
+    unreadable = sum(r["expect"] == "read_error" for r in records)
+    assert summary["failed"] == unreadable and summary["count"] == len(records) - unreadable
+    assert all(s["decision"] == -1 for s in summary["screened"])
+    for path in (tmp_path / "out").glob("r*.json"):
+        r = json.loads(path.read_text())
+        assert r["decision_name"].startswith("no decision") and r["qc_flags"]

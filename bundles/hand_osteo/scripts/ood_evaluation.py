@@ -12,7 +12,8 @@ Screens, with ``inference.json`` (gates on) and the run's models:
 Prints and writes (``--output``, default ``<run>/ood``: ``ood_evaluation.json`` and ``.md``): the rejection rate per
 OOD category (target 100 %), the false-rejection rate on the hands (target <= 2 %), which gate catches what, and
 how well each raw signal separates hands from OOD images (AUROC: layout, fragmentation and feature scores, the
-segmentation's mutual information and confidence; larger = more OOD for each, so 1.0 = perfect).
+segmentation's uncertainty (1 - confidence) and mutual information, the classifier's energy; larger = more OOD
+for each, so 1.0 = perfect).
 """
 
 from __future__ import annotations
@@ -64,10 +65,10 @@ def signals(report: dict) -> dict:
 
     return {"layout": num(g.get("anatomy", {}).get("layout_score", nan)),
             "fragmentation": num(g.get("anatomy", {}).get("fragmentation", nan)),
+            "segmentation_uncertainty": num(g.get("anatomy", {}).get("segmentation_uncertainty", nan)),
             "features": num(g.get("features", {}).get("feature_score", nan)),
             "energy": num(g.get("features", {}).get("energy", nan)),
-            "mutual_information": num(seg.get("mean_mutual_information_in_bones", nan)),
-            "low_confidence": 1.0 - num(seg.get("confidence", nan))}
+            "mutual_information": num(seg.get("mean_mutual_information_in_bones", nan))}
 
 
 def caught_by(report: dict) -> list[str]:
@@ -148,18 +149,19 @@ def main(argv: list[str] | None = None) -> int:
     hand_reports = reports["hands (held out)"]
     ood_screened = [r for r in ood_reports if "error" not in r]
     sep = {}
-    for k in ("layout", "fragmentation", "features", "energy", "mutual_information", "low_confidence"):
+    for k in ("layout", "fragmentation", "segmentation_uncertainty", "features", "energy", "mutual_information"):
         sep[k] = auroc([signals(r)[k] for r in hand_reports], [signals(r)[k] for r in ood_screened])
     n_ood = len(ood_reports)
     source_of = {r["image"]: r["source"] for r in records}
     per_image = [{"set": name, "source": source_of.get(r.get("source"), "phantom hand"), "decision": r["decision"],
                   "caught_by": caught_by(r), **signals(r)} for name, reps in reports.items() for r in reps]
     gates_state = json.loads((args.run / "gates.json").read_text())
+    gates_state["thresholds"] = {k: (float("inf") if v is None else v) for k, v in gates_state["thresholds"].items()}
     margins = {}
-    for k in ("layout", "fragmentation", "features"):
+    for k in ("layout", "fragmentation", "segmentation_uncertainty", "features"):
         hand_vals = [row[k] for row in per_image if row["set"] == "hands (held out)" and np.isfinite(row[k])]
         ood_vals = [row[k] for row in per_image if not row["set"].startswith("hands") and np.isfinite(row[k])]
-        margins[k] = {"threshold": gates_state["thresholds"][k], "hands_max": max(hand_vals, default=None),
+        margins[k] = {"threshold": gates_state["thresholds"].get(k), "hands_max": max(hand_vals, default=None),
                       "ood_min": min(ood_vals, default=None)}
     summary = {
         "ood_images": n_ood, "ood_rejected": sum(r["decision"] == -1 for r in ood_reports),

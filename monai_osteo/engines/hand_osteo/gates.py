@@ -28,8 +28,9 @@ from monai_osteo.metrics.ood import BoneFeatureOOD, calibrate_thresholds
 
 __all__ = ["SCORES", "fit_screening_gates", "gate_items", "gate_scores", "reference_layouts"]
 
-#: the learned scores, each with a threshold: layout z, largest bone fragmentation, feature score
-SCORES = ("layout", "fragmentation", "features")
+#: the learned scores, each with a threshold: layout z, largest bone fragmentation, 1 - segmentation confidence,
+#: feature score
+SCORES = ("layout", "fragmentation", "segmentation_uncertainty", "features")
 
 logger = logging.getLogger("monai_osteo.hand_osteo")
 
@@ -66,11 +67,12 @@ def reference_layouts(datalist: str | os.PathLike, splits: Sequence[str] = ("tra
 
 
 def gate_scores(result: Mapping, layout: HandLayoutModel | None, features: BoneFeatureOOD | None) -> dict:
-    """The three learned scores of one screening result (``inf`` where they cannot be computed)."""
+    """The learned scores (:data:`SCORES`) of one screening result (``inf`` where they cannot be computed)."""
     lay = result["layout"]
     found = np.asarray(lay["present"], bool)
     out = {"fragmentation": float(np.nanmax(np.where(found, lay["fragmentation"], np.nan))) if found.any()
-           else float("inf")}
+           else float("inf"),
+           "segmentation_uncertainty": 1.0 - float(result["confidence"]) if found.any() else float("inf")}
     if layout is not None:
         out["layout"] = layout.score(lay)[0]
     if features is not None:
