@@ -198,9 +198,9 @@ class _LearnedGate(_Gate):
 
 class AnatomyGated(_LearnedGate):
     """Gate 2: the bone layout is a hand's (z <= ``layout`` threshold), no bone is fragmented (largest fragmentation
-    <= ``fragmentation`` threshold) and the segmentation is as sure of its bones as on hands (1 - confidence <=
-    ``segmentation_uncertainty`` threshold; the confidence is the mean largest class probability over the bone
-    pixels, a calibrated version of the fixed ``min_confidence`` QC flag)."""
+    <= ``fragmentation`` threshold; ``inf`` = reported only, the fitted default) and the segmentation is as sure of
+    its bones as on hands (1 - confidence <= ``segmentation_uncertainty`` threshold; the confidence is the mean
+    largest class probability over the bone pixels, a calibrated version of the fixed ``min_confidence`` QC flag)."""
 
     name = "anatomy"
 
@@ -210,7 +210,7 @@ class AnatomyGated(_LearnedGate):
         z, worst = g.layout.score(layout)
         found = np.asarray(layout["present"], bool)
         frag = float(np.nanmax(np.where(found, layout["fragmentation"], np.nan))) if found.any() else float("inf")
-        t_z, t_f = g.thresholds["layout"], g.thresholds["fragmentation"]
+        t_z, t_f = g.thresholds["layout"], g.thresholds.get("fragmentation", float("inf"))
         t_u = g.thresholds.get("segmentation_uncertainty", float("inf"))
         unc = 1.0 - float(result["confidence"]) if found.any() else float("inf")
         reasons = []

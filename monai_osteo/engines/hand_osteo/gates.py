@@ -26,11 +26,14 @@ from monai_osteo.data.labels import BONES
 from monai_osteo.metrics.anatomy import HandLayoutModel, measure_bone_layout
 from monai_osteo.metrics.ood import BoneFeatureOOD, calibrate_thresholds
 
-__all__ = ["SCORES", "fit_screening_gates", "gate_items", "gate_scores", "reference_layouts"]
+__all__ = ["REPORTED", "SCORES", "fit_screening_gates", "gate_items", "gate_scores", "reference_layouts"]
 
-#: the learned scores, each with a threshold: layout z, largest bone fragmentation, 1 - segmentation confidence,
-#: feature score
-SCORES = ("layout", "fragmentation", "segmentation_uncertainty", "features")
+#: the learned scores that gate, each with a calibrated threshold: layout z, 1 - segmentation confidence, feature score
+SCORES = ("layout", "segmentation_uncertainty", "features")
+#: measured and reported, not gating by default (threshold ``inf``; set one with ``gate_thresholds``): on the quick
+#: preset's three seeds it never was the only score to catch an out-of-distribution image, and it refused hands
+#: whose segmentation split a bone
+REPORTED = ("fragmentation",)
 
 logger = logging.getLogger("monai_osteo.hand_osteo")
 
@@ -138,7 +141,7 @@ def fit_screening_gates(results: Sequence[Mapping], splits: Sequence[str], refer
                          "the gate thresholds: add validation subjects, or set gate_calibration_split to a list of "
                          "splits (e.g. ['training', 'validation']).")
     calibration = calibrate_thresholds({k: [c[k] for c in cal] for k in SCORES}, false_rejection_rate)
-    thresholds = calibration["thresholds"]
+    thresholds = {**calibration["thresholds"], **{k: float("inf") for k in REPORTED}}
     if calibration["uncalibrated"]:
         logger.warning("screening gates: %s could not be calibrated (fewer than 5 of the %d calibration radiographs "
                        "give a finite score, e.g. the segmentation finds fewer than 4 bones): these gates refuse "
@@ -151,7 +154,7 @@ def fit_screening_gates(results: Sequence[Mapping], splits: Sequence[str], refer
               "feature_patches": features.n_fitted, "feature_dim": int(features.means.shape[1]),
               "bones": list(BONES), "calibration": calibration,
               "calibration_rejection_rate": calibration["empirical_rejection_rate"],
-              "calibration_scores": {k: sorted(float(c[k]) for c in cal) for k in SCORES},
+              "calibration_scores": {k: sorted(float(c[k]) for c in cal) for k in (*SCORES, *REPORTED)},
               "calibration_radiographs": len(cal)}
     logger.info("screening gates: thresholds %s; %.1f %% of the %d %s radiographs refused", thresholds,
                 100 * report["calibration_rejection_rate"], len(cal), calibration_split)

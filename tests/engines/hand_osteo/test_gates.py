@@ -17,6 +17,7 @@ from monai_osteo.data.labels import BONES
 from monai_osteo.data.phantoms.cohort import generate_hand_cohort
 from monai_osteo.engines.hand_osteo.baseline import majority_vote
 from monai_osteo.engines.hand_osteo.gates import (
+    REPORTED,
     SCORES,
     fit_screening_gates,
     gate_items,
@@ -69,9 +70,10 @@ def refused(result: dict, gates: ScreeningGates) -> bool:
 # -- fit_screening_gates ----------------------------------------------------------------------------------------------
 def test_fit_record(fitted):
     gates, report = fitted
-    assert isinstance(gates, ScreeningGates) and set(gates.thresholds) == set(SCORES)
-    assert all(math.isfinite(v) for v in gates.thresholds.values())
-    assert gates.thresholds["fragmentation"] == 0.0  # drawn ellipses are single components
+    assert isinstance(gates, ScreeningGates) and set(gates.thresholds) == {*SCORES, *REPORTED}
+    assert all(math.isfinite(gates.thresholds[k]) for k in SCORES)
+    assert gates.thresholds["fragmentation"] == math.inf  # reported, not gating
+    assert report["calibration_scores"]["fragmentation"][-1] == 0.0  # drawn ellipses are single components
     assert gates.info == report
     # the 20 annotator-mask layouts and the segmentation's 30 complete training layouts
     assert report["reference_layouts"] == 20 and report["layouts_fitted"] == 50 == gates.layout.n_fitted
@@ -80,7 +82,7 @@ def test_fit_record(fitted):
     assert report["fit_split"] == "training" and report["calibration_split"] == ["validation"]
     assert report["calibration_radiographs"] == 40 and report["false_rejection_rate"] == 0.1
     cal = report["calibration"]
-    assert cal["thresholds"] == gates.thresholds and cal["n"] == {k: 40 for k in SCORES}
+    assert {**cal["thresholds"], "fragmentation": math.inf} == gates.thresholds and cal["n"] == {k: 40 for k in SCORES}
     assert cal["uncalibrated"] == [] and cal["false_rejection_rate"] == 0.1
     assert report["calibration_rejection_rate"] == cal["empirical_rejection_rate"]
     assert 0.0 <= report["calibration_rejection_rate"] <= 0.1
@@ -115,7 +117,8 @@ def test_saved_fit_gives_the_transforms_the_same_verdicts(fitted, tmp_path):
         scores = gate_scores(r, gates.layout, gates.features)
         verdict = {g["gate"]: g for g in o["gates"]}
         assert verdict["anatomy"]["passed"] is (scores["layout"] <= gates.thresholds["layout"]
-                                                and scores["fragmentation"] <= gates.thresholds["fragmentation"])
+                                                and scores["segmentation_uncertainty"]
+                                                <= gates.thresholds["segmentation_uncertainty"])
         assert verdict["features"]["passed"] is (scores["features"] <= gates.thresholds["features"])
         assert_allclose(verdict["features"]["feature_score"], scores["features"], atol=1e-4)
         assert_allclose(verdict["anatomy"]["layout_score"], scores["layout"], atol=1e-4)
@@ -127,7 +130,7 @@ def test_too_few_calibration_radiographs(references):
         fit_screening_gates(results, splits, references)
     gates, report = fit_screening_gates(results, splits, references, calibration_split=["training", "validation"])
     assert report["calibration_split"] == ["training", "validation"] and report["calibration_radiographs"] == 34
-    assert report["calibration"]["n"]["features"] == 34 and set(gates.thresholds) == set(SCORES)
+    assert report["calibration"]["n"]["features"] == 34 and set(gates.thresholds) == {*SCORES, *REPORTED}
 
 
 def test_input_errors(references):
@@ -143,7 +146,7 @@ def test_uncalibrated_layout_threshold_refuses_everything(references, caplog):
     with caplog.at_level(logging.WARNING, logger="monai_osteo.hand_osteo"):
         gates, report = fit_screening_gates(results, splits, references, false_rejection_rate=0.1)
     assert gates.thresholds["layout"] == -math.inf
-    assert math.isfinite(gates.thresholds["features"]) and math.isfinite(gates.thresholds["fragmentation"])
+    assert math.isfinite(gates.thresholds["features"]) and gates.thresholds["fragmentation"] == math.inf
     assert report["calibration"]["uncalibrated"] == ["layout"] and report["calibration"]["n"]["layout"] == 0
     assert report["calibration_rejection_rate"] == 1.0
     assert any(r.levelno == logging.WARNING and "could not be calibrated" in r.getMessage() for r in caplog.records)
@@ -218,7 +221,8 @@ def test_gate_fitter_saves_gates_and_a_strict_json_record(references, tmp_path):
     assert (tmp_path / "gates.pt").is_file() and (tmp_path / "gates.json").is_file()
     record = strict_json(tmp_path / "gates.json")
     gates = ScreeningGates.load(tmp_path / "gates.pt")
-    assert record["thresholds"] == gates.thresholds and set(gates.thresholds) == set(SCORES)
+    assert record["thresholds"] == {k: v if math.isfinite(v) else None for k, v in gates.thresholds.items()}
+    assert set(gates.thresholds) == {*SCORES, *REPORTED} and record["thresholds"]["fragmentation"] is None
     assert record["gates_file"] == "gates.pt" and record["calibration_radiographs"] == 10
     assert record["feature_patches"] == 12 * len(BONES) and record["reference_layouts"] == 20
 
@@ -230,8 +234,8 @@ def test_gate_fitter_reads_the_datalist_masks_and_writes_none_for_inf(phantoms, 
     record = strict_json(tmp_path / "fit.json")
     gates = ScreeningGates.load(tmp_path / "g" / "gates.pt")
     assert gates.thresholds["layout"] == -math.inf and record["thresholds"]["layout"] is None
-    assert {k: v for k, v in record["thresholds"].items() if k != "layout"} == {
-        k: v for k, v in gates.thresholds.items() if k != "layout"}
+    assert {k: v for k, v in record["thresholds"].items() if k not in ("layout", "fragmentation")} == {
+        k: v for k, v in gates.thresholds.items() if k not in ("layout", "fragmentation")}
     assert record["calibration"]["uncalibrated"] == ["layout"]
     assert record["reference_layouts"] == len(reference_layouts(phantoms))
 
