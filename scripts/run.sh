@@ -69,9 +69,10 @@ PY
 )
     out=$(sed -n 1p <<<"$info")
     log "seed and versions: $(sed -n 2p <<<"$info")"
-    log "hand_osteo bundle, quick preset: phantom cohort -> OT U-Net -> bone patches -> SSL ResNet-18 -> probe -> test + 2MCI baseline"
+    log "hand_osteo bundle, quick preset: phantom cohort -> OT U-Net -> bone patches -> SSL ResNet-18 -> probe -> screening gates -> test + 2MCI baseline"
     "$VENV/bin/python" -m monai.bundle run --config_file "['$B/configs/train.json','$B/configs/quick.json']" "$@"
     cat "$out/eval/metrics.md"
+    [ -f "$out/gates.json" ] && "$VENV/bin/python" -c 'import json, sys; g = json.load(open(sys.argv[1])); print("screening gates:", {k: v if v is None else round(v, 3) for k, v in g["thresholds"].items()}, "- refused %.1f %% of the %d calibration radiographs" % (100 * g["calibration_rejection_rate"], g["calibration_radiographs"]))' "$out/gates.json"
     log "models, metrics and figures in $out" ;;
   test)
     setup_env
