@@ -11,6 +11,7 @@ from scipy import stats
 from monai_osteo.data.labels import BONE_LABELS, BONES
 from monai_osteo.metrics.anatomy import FEATURES_PER_BONE, HandLayoutModel, measure_bone_layout, wilson_hilferty
 from monai_osteo.metrics.ood import calibrate_thresholds
+from tests.transforms.screening_gate_cases import draw as draw_on
 from tests.utils import assert_allclose
 
 SIZE = 192
@@ -29,15 +30,8 @@ CANON = {
 
 
 def draw(bones: dict, size: int = SIZE) -> np.ndarray:
-    """Label map of filled ellipses ``{name: ((row, col) px, half-length px, half-width px, angle)}``."""
-    rr, cc = np.mgrid[:size, :size].astype(np.float64)
-    lab = np.zeros((size, size), np.uint8)
-    for name, ((r0, c0), a, b, th) in bones.items():
-        dr, dc = rr - r0, cc - c0
-        u = dr * np.cos(th) + dc * np.sin(th)
-        v = -dr * np.sin(th) + dc * np.cos(th)
-        lab[(u / a) ** 2 + (v / b) ** 2 <= 1.0] = BONE_LABELS[name]
-    return lab
+    """Label map of filled ellipses on this module's canvas (see ``screening_gate_cases.draw``)."""
+    return draw_on(bones, size)
 
 
 def random_pose(rng: np.random.Generator) -> tuple:
