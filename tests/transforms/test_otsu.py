@@ -353,3 +353,36 @@ def test_errors():
         OtsuPseudoMask(method="ght", omega=1.5)
     with pytest.raises(ValueError, match="nu must be >= 0"):
         OtsuPseudoMask(method="ght", nu=-1.0)
+
+
+# ---------------------------------------------------------------- foreground polarity
+def test_dark_foreground_is_skimage_on_the_inverted_image(radiographs):
+    """``foreground="dark"`` is Otsu of the inverted image (skimage: ``inverted > threshold_otsu(inverted)``)."""
+    for img in radiographs:
+        gray = img.astype(np.float64)
+        for inverted in (-gray, gray.max() - gray):
+            ref = inverted > threshold_otsu(inverted)
+            assert mask_agreement(OtsuPseudoMask(foreground="dark")(gray[None])[0], ref) == 1.0
+    # default unchanged
+    gray = radiographs[0].astype(np.float64)
+    np.testing.assert_array_equal(OtsuPseudoMask()(gray[None]), OtsuPseudoMask(foreground="bright")(gray[None]))
+
+
+def test_minority_foreground_picks_the_smaller_class_per_image():
+    rng = np.random.default_rng(0)
+    small_bright = rng.normal(0.2, 0.02, (32, 32))
+    small_bright[:8, :8] = rng.normal(0.8, 0.02, (8, 8))  # 6 % bright object on a dark background
+    small_dark = 1.0 - small_bright  # the same object, dark on a bright background (a skin lesion)
+    batch = np.stack([small_bright, small_dark])[:, None]
+    masks = OtsuPseudoMask(foreground="minority", batched=True)(batch)
+    for m in masks:
+        assert m[0, :8, :8].all() and m.sum() == 64
+    bright = OtsuPseudoMask(batched=True)(batch)
+    assert bright[0].sum() == 64 and bright[1].sum() == 32 * 32 - 64  # bright polarity takes the skin
+    dark = OtsuPseudoMaskd("image", foreground="dark")({"image": small_dark[None]})["image_mask"]
+    assert dark[0, :8, :8].all() and dark.sum() == 64
+
+
+def test_foreground_is_checked():
+    with pytest.raises(ValueError, match="foreground must be one of"):
+        OtsuPseudoMask(foreground="lesion")

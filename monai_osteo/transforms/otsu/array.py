@@ -30,6 +30,9 @@ from monai_osteo.transforms.otsu.functional import (
     working_dtype,
 )
 
+#: the polarities of :class:`OtsuPseudoMask`
+FOREGROUNDS = ("bright", "dark", "minority")
+
 __all__ = ["OtsuPseudoMask", "PSEUDO_MASK_METHODS"]
 
 #: the thresholding methods of MedSASS Table 3
@@ -75,6 +78,11 @@ class OtsuPseudoMask(Transform):
         kappa: GHT strength of the prior on the class-0 probability (>= 0).
         omega: GHT mode of that prior, in [0, 1].
         dtype: dtype of the mask (default float32, 0/1); ``"bool"`` or ``"uint8"`` save memory.
+        foreground: which side of the threshold is foreground: ``"bright"`` (default: ``gray > threshold``, skimage's
+            convention, e.g. bone in a radiograph), ``"dark"`` (the mask of the negated image, computed exactly as
+            for ``"bright"``: a dark skin lesion on lighter skin), or ``"minority"`` (per image, whichever of the
+            bright and the dark mask covers at most half of the image: objects smaller than their background,
+            whatever their polarity).
 
     Example::
 
@@ -96,7 +104,10 @@ class OtsuPseudoMask(Transform):
         kappa: float = 0.0,
         omega: float = 0.5,
         dtype: DtypeLike | torch.dtype = "float32",
+        foreground: str = "bright",
     ) -> None:
+        if foreground not in FOREGROUNDS:
+            raise ValueError(f"foreground must be one of {FOREGROUNDS}, got {foreground!r}.")
         if method not in PSEUDO_MASK_METHODS:
             raise ValueError(f"method must be one of {PSEUDO_MASK_METHODS}, got {method!r}.")
         if not isinstance(nbins, int) or nbins < 2:
@@ -118,6 +129,7 @@ class OtsuPseudoMask(Transform):
         self.sigma = sigma
         self.ght = {"nu": float(nu), "tau": float(tau), "kappa": float(kappa), "omega": float(omega)}
         self.dtype = dtype
+        self.foreground = foreground
         self._torch_dtype = get_equivalent_dtype(dtype, torch.Tensor)
 
     def _gray_batch(self, img: torch.Tensor, batched: bool) -> torch.Tensor:
@@ -141,19 +153,8 @@ class OtsuPseudoMask(Transform):
         x = x.to(working_dtype(x.dtype))
         return rgb_to_gray(x, channel_dim=1) if x.shape[1] == 3 else x
 
-    def __call__(self, img: NdarrayOrTensor, batched: bool | None = None) -> NdarrayOrTensor:
-        """Threshold each image of ``img``.
-
-        Args:
-            img: (C, H, W[, D]) image, or (B, C, H, W[, D]) batch with ``batched``; numpy, torch or MetaTensor.
-            batched: overrides the constructor's ``batched`` for this call.
-
-        Returns:
-            (1, H, W[, D]) mask, or (B, 1, H, W[, D]) masks, of ``dtype``, in ``img``'s type and device (a
-            MetaTensor keeps its metadata).
-        """
-        batched = self.batched if batched is None else batched
-        gray = self._gray_batch(convert_to_tensor(img, track_meta=False), batched)
+    def _threshold(self, gray: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, 1, *spatial) masks ``gray > threshold`` of (B, 1, *spatial) gray images, and which were constant."""
         flat = gray.reshape(gray.shape[0], -1)
         mask = torch.empty(gray.shape, dtype=self._torch_dtype, device=gray.device)
         if self.method in HISTOGRAM_METHODS:
@@ -167,6 +168,26 @@ class OtsuPseudoMask(Transform):
             local = local_threshold(gray[:, 0], self.block_size, self.method, self.offset, self.sigma)
             torch.gt(gray[:, 0], local, out=mask[:, 0])
             mask[constant] = 0
+        return mask, constant
+
+    def __call__(self, img: NdarrayOrTensor, batched: bool | None = None) -> NdarrayOrTensor:
+        """Threshold each image of ``img``.
+
+        Args:
+            img: (C, H, W[, D]) image, or (B, C, H, W[, D]) batch with ``batched``; numpy, torch or MetaTensor.
+            batched: overrides the constructor's ``batched`` for this call.
+
+        Returns:
+            (1, H, W[, D]) mask, or (B, 1, H, W[, D]) masks, of ``dtype``, in ``img``'s type and device (a
+            MetaTensor keeps its metadata).
+        """
+        batched = self.batched if batched is None else batched
+        gray = self._gray_batch(convert_to_tensor(img, track_meta=False), batched)
+        mask, constant = self._threshold(-gray if self.foreground == "dark" else gray)
+        if self.foreground == "minority":
+            dark, _ = self._threshold(-gray)
+            flip = mask.reshape(mask.shape[0], -1).float().mean(1) > 0.5
+            mask[flip] = dark[flip]
         n_constant = int(constant.sum())
         if n_constant:
             warnings.warn(

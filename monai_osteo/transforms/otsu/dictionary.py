@@ -30,7 +30,7 @@ class OtsuPseudoMaskd(MapTransform):
         mask_keys: where to write each mask, one per key; default ``key + mask_postfix``.
         mask_postfix: suffix of the default mask keys.
         allow_missing_keys: skip missing keys instead of raising.
-        method, batched, nbins, block_size, offset, sigma, nu, tau, kappa, omega, dtype: see
+        method, batched, nbins, block_size, offset, sigma, nu, tau, kappa, omega, dtype, foreground: see
             :class:`~monai_osteo.transforms.otsu.array.OtsuPseudoMask`.
     """
 
@@ -53,6 +53,7 @@ class OtsuPseudoMaskd(MapTransform):
         omega: float = 0.5,
         dtype: DtypeLike | torch.dtype = "float32",
         allow_missing_keys: bool = False,
+        foreground: str = "bright",
     ) -> None:
         super().__init__(keys, allow_missing_keys)
         if mask_keys is None:
@@ -65,7 +66,7 @@ class OtsuPseudoMaskd(MapTransform):
                 )
         self.transform = OtsuPseudoMask(
             method=method, batched=batched, nbins=nbins, block_size=block_size, offset=offset, sigma=sigma,
-            nu=nu, tau=tau, kappa=kappa, omega=omega, dtype=dtype,
+            nu=nu, tau=tau, kappa=kappa, omega=omega, dtype=dtype, foreground=foreground,
         )
 
     def __call__(self, data: Mapping[Hashable, NdarrayOrTensor]) -> dict[Hashable, NdarrayOrTensor]:
