@@ -32,7 +32,7 @@ __all__ = ["FIELD_MM", "PRESETS", "generate_hand_cohort", "ensure_hand_cohort", 
 logger = logging.getLogger(__name__)
 
 FIELD_MM = (290.0, 290.0 * 2515 / 3588)  # detector field (height, width) in mm; 3588 rows -> 2515 columns
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: all-bones masks
 #: training / validation / test shares of the labelled subjects (the paper's 80/10/10)
 SPLIT_FRACTIONS = (0.8, 0.1, 0.1)
 #: named sizes; "paper" is the labelled cohort's resolution (2515 x 3588)
@@ -68,12 +68,15 @@ def _job(args) -> tuple[dict | None, str | None]:
         img = Path("images") / f"{sid}.png"
         masks = [Path("masks") / f"{sid}_a{j + 1}.png" for j in range(annotators)]
         truth = Path("masks") / f"{sid}_truth.png"
+        bones = Path("masks") / f"{sid}_bones.png"
         _save_png(r.image, out / img)
+        _save_png(r.all_bones, out / bones)
         for m, p in zip(r.annotators, masks):
             _save_png(m, out / p)
         _save_png(r.truth, out / truth)
         rec = {
             "image": str(img), "masks": [str(p) for p in masks], "mask_weights": r.weights, "mask_truth": str(truth),
+            "mask_all_bones": str(bones),
             "subject_id": sid, "pixel_spacing": [spacing, spacing], "bones_missing": r.acquisition["missing_bones"],
             "ring": r.acquisition["ring"], "laterality": r.acquisition["laterality"],
         }

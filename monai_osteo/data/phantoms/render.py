@@ -32,6 +32,7 @@ class RenderedHand:
     annotators: list  # M x (H, W) uint8 label maps
     weights: list  # M annotator weights beta, summing to 1
     acquisition: dict  # JSON-able exposure / processing parameters
+    all_bones: np.ndarray | None = None  # (H, W) uint8 0/1 mask of every rendered bone (carpals, phalanges included)
 
 
 def _chord(radius, d):
@@ -149,6 +150,7 @@ def render_hand(hand: Hand, shape: tuple[int, int], spacing: float, rng: np.rand
     bone_atten = np.zeros(shape, dtype=np.float64)
 
     truth = np.zeros(shape, dtype=np.uint8)
+    all_bones = np.zeros(shape, dtype=bool)
     signed = []  # (slice, signed distance, label) of target bones, in drawing order
     for b in hand.bones:
         if isinstance(b, Tube):
@@ -168,6 +170,7 @@ def render_hand(hand: Hand, shape: tuple[int, int], spacing: float, rng: np.rand
             sl, xs, ys = win
             a = _bone_ellipsoid(b, xs, ys, field[sl])
         bone_atten[sl] += a
+        all_bones[sl] |= a > 0
     atten += bone_contrast * bone_atten
 
     acq: dict = {"ring": hand.ring is not None, "missing_bones": list(hand.missing), "laterality": hand.laterality}
@@ -200,7 +203,8 @@ def render_hand(hand: Hand, shape: tuple[int, int], spacing: float, rng: np.rand
                bone_contrast=round(bone_contrast, 4), soft_tissue_load=round(soft_load, 4))
 
     masks, weights = _annotate(signed, shape, sp, rng, annotators)
-    return RenderedHand(image=image, truth=truth, annotators=masks, weights=weights, acquisition=acq)
+    return RenderedHand(image=image, truth=truth, annotators=masks, weights=weights, acquisition=acq,
+                        all_bones=all_bones.astype(np.uint8))
 
 
 def _annotate(signed, shape, sp: float, rng, m: int):
