@@ -17,6 +17,7 @@ from monai.transforms import MapTransform
 
 from monai_osteo.data.labels import BONES
 from monai_osteo.metrics.quality import describe_qc_flags, missing_bone_names, screening_qc_flags
+from monai_osteo.transforms.screening_gates import failed_gates
 
 __all__ = ["ScreeningDecisiond", "ScreeningQCd"]
 
@@ -63,7 +64,7 @@ class ScreeningDecisiond(_PerResult):
         else:
             p1, decision = float("nan"), -1
         name = DECISION_NAMES[decision]
-        failed = [g for g in result.get("gates", ()) if g.get("passed") is False]
+        failed = failed_gates(result)
         out = {**result, "threshold": self.threshold}
         if failed and decision != -1:
             # the probability of a refused image means nothing: kept for audit only, under another key
@@ -92,8 +93,7 @@ class ScreeningQCd(_PerResult):
         flags = screening_qc_flags(found, result["confidence"], result["bone_area_fraction"], expected_bones=len(BONES),
                                    **self.qc)
         messages = describe_qc_flags(flags, missing)
-        for gate in result.get("gates", ()):
-            if gate.get("passed") is False:  # a failed screening gate: its flag and its message
-                flags.append(gate["flag"])
-                messages.append(gate["message"])
+        for gate in failed_gates(result):  # a failed screening gate: its flag and its message
+            flags.append(gate["flag"])
+            messages.append(gate["message"])
         return {**result, "bones_missing": missing, "qc_flags": flags, "qc_messages": messages}
