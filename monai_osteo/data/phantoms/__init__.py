@@ -1,9 +1,15 @@
-"""Deterministic phantom cohorts: the embedded default datasets of the bundles."""
+"""Deterministic phantom cohorts, the embedded datasets of the bundles: hand radiographs, skin, fluorescence."""
 
 from monai_osteo.data.labels import BONE_LABELS
 from monai_osteo.data.phantoms.anatomy import place_hand
 from monai_osteo.data.phantoms.cohort import FIELD_MM, PRESETS, ensure_hand_cohort, generate_hand_cohort, render_subject
+from monai_osteo.data.phantoms.fluorescence import (
+    FLUORESCENCE_PRESETS,
+    ensure_fluorescence_cohort,
+    generate_fluorescence_cohort,
+)
 from monai_osteo.data.phantoms.render import render_hand
+from monai_osteo.data.phantoms.skin import SKIN_PRESETS, ensure_skin_cohort, generate_skin_cohort
 from monai_osteo.data.phantoms.subjects import (
     T_SCORE_THRESHOLD,
     SubjectPhenotype,
@@ -12,6 +18,22 @@ from monai_osteo.data.phantoms.subjects import (
 )
 
 __all__ = [
-    "BONE_LABELS", "FIELD_MM", "PRESETS", "T_SCORE_THRESHOLD", "SubjectPhenotype", "ensure_hand_cohort",
-    "generate_hand_cohort", "place_hand", "render_hand", "render_subject", "sample_cohort_subjects", "sample_subject",
+    "BONE_LABELS",
+    "FIELD_MM",
+    "FLUORESCENCE_PRESETS",
+    "PRESETS",
+    "SKIN_PRESETS",
+    "T_SCORE_THRESHOLD",
+    "SubjectPhenotype",
+    "ensure_fluorescence_cohort",
+    "ensure_hand_cohort",
+    "ensure_skin_cohort",
+    "generate_fluorescence_cohort",
+    "generate_hand_cohort",
+    "generate_skin_cohort",
+    "place_hand",
+    "render_hand",
+    "render_subject",
+    "sample_cohort_subjects",
+    "sample_subject",
 ]

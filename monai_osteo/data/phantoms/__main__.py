@@ -1,4 +1,4 @@
-"""Command line: ``python -m monai_osteo.data.phantoms hand --out DIR [--preset quick] [--subjects N] ...``."""
+"""Command line: ``python -m monai_osteo.data.phantoms {hand|skin|fluorescence} --out DIR [--preset P] ...``."""
 
 from __future__ import annotations
 
@@ -8,6 +8,16 @@ import sys
 import time
 
 from monai_osteo.data.phantoms.cohort import PRESETS, generate_hand_cohort
+from monai_osteo.data.phantoms.fluorescence import FLUORESCENCE_PRESETS, generate_fluorescence_cohort
+from monai_osteo.data.phantoms.skin import SKIN_PRESETS, generate_skin_cohort
+
+#: the 2-D cohorts of the S4MI and MedSASS bundles: name -> (help, presets, generator)
+OTHER_COHORTS = {
+    "skin": ("dermoscopy-like RGB skin lesions with lesion masks, 3 classes (ISIC-2017 analogue)", SKIN_PRESETS,
+             generate_skin_cohort),
+    "fluorescence": ("fluorescence-microscopy tiles with nuclei/cell masks and multi-hot cell types "
+                     "(Dermatomyositis / TissueNet analogue)", FLUORESCENCE_PRESETS, generate_fluorescence_cohort),
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,8 +36,26 @@ def main(argv: list[str] | None = None) -> int:
     hand.add_argument("--seed", type=int, default=0)
     hand.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     hand.add_argument("--quiet", action="store_true", help="no progress bar")
+    for name, (text, presets, _) in OTHER_COHORTS.items():
+        p = sub.add_parser(name, help=text)
+        p.add_argument("--out", required=True, help="output folder")
+        p.add_argument("--preset", choices=sorted(presets), default="quick",
+                       help="; ".join(f"{k}: {v}" for k, v in presets.items()))
+        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+        p.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if args.cohort in OTHER_COHORTS:
+        start = time.perf_counter()
+        try:
+            path = OTHER_COHORTS[args.cohort][2](args.out, preset=args.preset, seed=args.seed, workers=args.workers,
+                                                 progress=not args.quiet)
+        except (ValueError, RuntimeError) as e:
+            logging.getLogger("monai_osteo").error("%s", e)
+            return 1
+        logging.getLogger("monai_osteo").info("datalist: %s (%.1f s)", path, time.perf_counter() - start)
+        return 0
     kwargs = dict(PRESETS[args.preset])
     for key in ("subjects", "unlabeled", "height"):
         if getattr(args, key) is not None:
