@@ -13,15 +13,14 @@ import json
 import logging
 import os
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from tqdm import tqdm
 
 from monai_osteo.data.labels import CHANNEL_DEF
 from monai_osteo.data.phantoms.anatomy import place_hand
+from monai_osteo.data.phantoms.jobs import run_jobs
 from monai_osteo.data.phantoms.render import render_hand
 from monai_osteo.data.phantoms.subjects import SubjectPhenotype, sample_cohort_subjects
 from monai_osteo.data.splits import subject_split
@@ -123,23 +122,7 @@ def generate_hand_cohort(out_dir: str | os.PathLike, subjects: int = 192, unlabe
     pool = sample_cohort_subjects(unlabeled, np.random.default_rng([seed, 2]), None)
     jobs = [(out, f"HX{i + 1:04d}", s, seed, 10, i, height, annotators, True) for i, s in enumerate(labelled)]
     jobs += [(out, f"HU{i + 1:05d}", s, seed, 11, i, height, annotators, False) for i, s in enumerate(pool)]
-    workers = max(1, min(workers or os.cpu_count() or 1, len(jobs)))
-    records, failures = [], []
-    with tqdm(total=len(jobs), desc="phantom hand cohort", unit="img", disable=not progress) as bar:
-        if workers == 1:
-            results = map(_job, jobs)
-        else:
-            executor = ProcessPoolExecutor(workers)
-            results = executor.map(_job, jobs, chunksize=4)
-        for rec, err in results:
-            bar.update(1)
-            if err:
-                logger.error("phantom generation failed for %s", err)
-                failures.append(err)
-            else:
-                records.append(rec)
-        if workers > 1:
-            executor.shutdown()
+    records, failures = run_jobs(_job, jobs, workers, progress, "phantom hand cohort", "img", chunksize=4)
     lab = [r for r in records if "label" in r]
     unl = [r for r in records if "label" not in r]
     split_l = subject_split([r["subject_id"] for r in lab], [r["label"] for r in lab], split_fractions, seed=seed)

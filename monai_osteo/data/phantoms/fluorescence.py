@@ -34,7 +34,6 @@ import json
 import logging
 import os
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,8 +41,8 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 from skimage.segmentation import expand_labels
-from tqdm import tqdm
 
+from monai_osteo.data.phantoms.jobs import run_jobs
 from monai_osteo.data.splits import subject_split
 from monai_osteo.io import atomic_write, atomic_write_json
 
@@ -310,20 +309,8 @@ def generate_fluorescence_cohort(out_dir: str | os.PathLike, preset: str = "quic
     render_kw = {k: kw[k] for k in ("slide_shape", "tile", "size", "density")}
     jobs = [(out, f"FS{i + 1:04d}", p, seed, 20, i, render_kw) for i, p in enumerate(lab_pat)]
     jobs += [(out, f"FU{i + 1:04d}", p, seed, 21, i, render_kw) for i, p in enumerate(unl_pat)]
-    workers = max(1, min(workers or os.cpu_count() or 1, len(jobs)))
-    records, failures = [], []
-    with tqdm(total=len(jobs), desc="phantom fluorescence cohort", unit="slide", disable=not progress) as bar:
-        executor = ProcessPoolExecutor(workers) if workers > 1 else None
-        results = executor.map(_job, jobs) if executor else map(_job, jobs)
-        for recs, err in results:
-            bar.update(1)
-            if err:
-                logger.error("phantom generation failed for %s", err)
-                failures.append(err)
-            else:
-                records.extend(recs)
-        if executor:
-            executor.shutdown()
+    done, failures = run_jobs(_job, jobs, workers, progress, "phantom fluorescence cohort", "slide")
+    records = [rec for recs in done for rec in recs]
     split = subject_split(lab_pat, None, kw["split_fractions"], seed=seed)
     for r in records:
         r["split"] = split[r["patient"]] if r["patient"].startswith("FP") else "unlabeled"

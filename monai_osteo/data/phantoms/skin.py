@@ -21,14 +21,13 @@ import json
 import logging
 import os
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 from scipy import ndimage
-from tqdm import tqdm
 
+from monai_osteo.data.phantoms.jobs import run_jobs
 from monai_osteo.data.splits import subject_split
 from monai_osteo.io import atomic_write, atomic_write_json
 
@@ -453,23 +452,9 @@ def generate_skin_cohort(out_dir: str | os.PathLike, preset: str | None = "quick
     size, prev = kw["size"], kw["prevalence"]
     jobs = [(out, f"DL{i + 1:05d}", seed, 20, i, size, lab, prev) for i, lab in enumerate(labels)]
     jobs += [(out, f"DU{i + 1:05d}", seed, 21, i, size, None, prev) for i in range(kw["unlabeled"])]
-    workers = max(1, min(workers or os.cpu_count() or 1, len(jobs)))
-    records, attributes, failures = [], {}, []
-    with tqdm(total=len(jobs), desc="phantom skin cohort", unit="img", disable=not progress) as bar:
-        executor = ProcessPoolExecutor(workers) if workers > 1 else None
-        try:
-            results = executor.map(_job, jobs, chunksize=8) if executor else map(_job, jobs)
-            for rec, att, err in results:
-                bar.update(1)
-                if err:
-                    logger.error("phantom generation failed for %s", err)
-                    failures.append(err)
-                else:
-                    records.append(rec)
-                    attributes[rec["subject_id"]] = att
-        finally:
-            if executor:
-                executor.shutdown()
+    done, failures = run_jobs(_job, jobs, workers, progress, "phantom skin cohort", "img", chunksize=8)
+    records = [rec for rec, _ in done]
+    attributes = {rec["subject_id"]: att for rec, att in done}
     lab = [r for r in records if "label" in r]
     unl = [r for r in records if "label" not in r]
     fractions = [kw[k] / n_lab for k in ("training", "validation", "test")] if n_lab else [1.0, 0.0, 0.0]
