@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 import os
+from abc import ABC, abstractmethod
 from collections.abc import Hashable, Mapping, Sequence
 from pathlib import Path
 
@@ -99,7 +100,7 @@ def failed_gates(result: Mapping) -> list[dict]:
     return [g for g in result.get("gates", ()) if g.get("passed") is False]
 
 
-class _Gate(MapTransform):
+class _Gate(MapTransform, ABC):
     """Append this gate's record to ``result["gates"]`` of each result dict under ``keys``."""
 
     name = ""
@@ -124,9 +125,9 @@ class _Gate(MapTransform):
             d[key] = out if many else out[0]
         return d
 
+    @abstractmethod
     def check(self, result: dict, data: Mapping, index: int | None) -> dict:
         """This gate's record for ``result``, item ``index`` of the batch (None: ``data`` holds one item)."""
-        raise NotImplementedError(f"{type(self).__name__} must implement check().")
 
 
 class InputPlausibilityGated(_Gate):

@@ -20,11 +20,11 @@ from PIL import Image
 
 from monai_osteo.data.labels import CHANNEL_DEF
 from monai_osteo.data.phantoms.anatomy import place_hand
-from monai_osteo.data.phantoms.jobs import run_jobs
+from monai_osteo.data.phantoms.jobs import run_jobs, write_cohort
 from monai_osteo.data.phantoms.render import render_hand
 from monai_osteo.data.phantoms.subjects import SubjectPhenotype, sample_cohort_subjects
 from monai_osteo.data.splits import subject_split
-from monai_osteo.io import atomic_write, atomic_write_json
+from monai_osteo.io import atomic_write
 
 __all__ = ["FIELD_MM", "PRESETS", "generate_hand_cohort", "ensure_hand_cohort", "render_subject"]
 
@@ -54,10 +54,6 @@ def render_subject(subject: SubjectPhenotype, seed: int, stream: int, index: int
 
 def _save_png(array: np.ndarray, path: Path) -> None:
     atomic_write(path, lambda f: Image.fromarray(array).save(f, format="PNG"))
-
-
-def _write_json(obj, path: Path) -> None:
-    atomic_write_json(path, obj, indent=1, sort_keys=True)
 
 
 def _job(args) -> tuple[dict | None, str | None]:
@@ -144,13 +140,9 @@ def generate_hand_cohort(out_dir: str | os.PathLike, subjects: int = 192, unlabe
         **{name: [r for r in lab if r["split"] == name] for name in ("training", "validation", "test")},
         "unlabeled": unl,
     }
-    _write_json(datalist, out / "datalist.json")
-    _write_json({**params, "failures": failures}, out / "cohort.json")
-    if failures:
-        raise RuntimeError(f"{len(failures)} of {len(jobs)} phantoms failed (first: {failures[0]}); "
-                           f"the others were written to {out}.")
+    path = write_cohort(out, datalist, params, failures, len(jobs))
     logger.info("wrote %d labelled and %d unlabelled phantoms to %s", len(lab), len(unl), out)
-    return out / "datalist.json"
+    return path
 
 
 def ensure_hand_cohort(out_dir: str | os.PathLike, preset: str = "quick", seed: int = 0, **overrides) -> Path:

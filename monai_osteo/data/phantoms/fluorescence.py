@@ -42,9 +42,9 @@ from PIL import Image
 from scipy import ndimage
 from skimage.segmentation import expand_labels
 
-from monai_osteo.data.phantoms.jobs import run_jobs
+from monai_osteo.data.phantoms.jobs import run_jobs, write_cohort
 from monai_osteo.data.splits import subject_split
-from monai_osteo.io import atomic_write, atomic_write_json
+from monai_osteo.io import atomic_write
 
 __all__ = ["CELL_TYPES", "FLUORESCENCE_PRESETS", "FluorescenceSlide", "ensure_fluorescence_cohort",
            "generate_fluorescence_cohort", "render_slide"]
@@ -331,13 +331,9 @@ def generate_fluorescence_cohort(out_dir: str | os.PathLike, preset: str = "quic
         **{name: [r for r in records if r["split"] == name] for name in ("training", "validation", "test",
                                                                           "unlabeled")},
     }
-    atomic_write_json(out / "datalist.json", datalist, indent=1, sort_keys=True)
-    atomic_write_json(out / "cohort.json", {**params, "failures": failures}, indent=1, sort_keys=True)
-    if failures:
-        raise RuntimeError(f"{len(failures)} of {len(jobs)} slides failed (first: {failures[0]}); "
-                           f"the others were written to {out}.")
+    path = write_cohort(out, datalist, params, failures, len(jobs), "slides")
     logger.info("wrote %d tiles of %d slides to %s", len(records), len(jobs), out)
-    return out / "datalist.json"
+    return path
 
 
 def ensure_fluorescence_cohort(out_dir: str | os.PathLike, preset: str = "quick", seed: int = 0,

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 
 from tqdm import tqdm
 
-__all__ = ["run_jobs"]
+from monai_osteo.io import atomic_write_json
+
+__all__ = ["run_jobs", "write_cohort"]
 
 logger = logging.getLogger("monai_osteo.data.phantoms")
 
@@ -42,3 +45,22 @@ def run_jobs(fn: Callable, jobs: Sequence, workers: int | None, progress: bool, 
             if executor:
                 executor.shutdown()
     return results, failures
+
+
+def write_cohort(out: Path, datalist: Mapping, params: Mapping, failures: Sequence[str], n_jobs: int,
+                 item: str = "phantoms") -> Path:
+    """Write ``datalist.json`` and ``cohort.json`` (the generator's parameters and failures) atomically.
+
+    Raises:
+        RuntimeError: when some jobs failed (the others are written, and ``cohort.json`` lists the failures, so a
+            cached cohort with failures is regenerated).
+
+    Returns:
+        the path of ``datalist.json``.
+    """
+    atomic_write_json(out / "datalist.json", datalist, indent=1, sort_keys=True)
+    atomic_write_json(out / "cohort.json", {**params, "failures": list(failures)}, indent=1, sort_keys=True)
+    if failures:
+        raise RuntimeError(f"{len(failures)} of {n_jobs} {item} failed (first: {failures[0]}); "
+                           f"the others were written to {out}.")
+    return out / "datalist.json"

@@ -27,7 +27,7 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-from monai_osteo.data.phantoms.jobs import run_jobs
+from monai_osteo.data.phantoms.jobs import run_jobs, write_cohort
 from monai_osteo.data.splits import subject_split
 from monai_osteo.io import atomic_write, atomic_write_json
 
@@ -476,13 +476,9 @@ def generate_skin_cohort(out_dir: str | os.PathLike, preset: str | None = "quick
         "unlabeled": unl,
     }
     atomic_write_json(out / "attributes.json", attributes, indent=None, sort_keys=True)
-    atomic_write_json(out / "datalist.json", datalist, indent=1, sort_keys=True)
-    atomic_write_json(out / "cohort.json", {**params, "failures": failures}, indent=1, sort_keys=True)
-    if failures:
-        raise RuntimeError(f"{len(failures)} of {len(jobs)} phantoms failed (first: {failures[0]}); "
-                           f"the others were written to {out}.")
+    path = write_cohort(out, datalist, params, failures, len(jobs))
     logger.info("wrote %d labelled and %d unlabelled skin phantoms to %s", len(lab), len(unl), out)
-    return out / "datalist.json"
+    return path
 
 
 def ensure_skin_cohort(out_dir: str | os.PathLike, preset: str | None = "quick", seed: int = 0,
