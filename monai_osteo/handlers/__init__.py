@@ -6,6 +6,8 @@ from monai_osteo.handlers.embedding_monitor import EmbeddingProbeMonitor, subjec
 from monai_osteo.handlers.gamma_annealing import GammaAnnealingHandler, gamma_schedule
 from monai_osteo.handlers.screening_gate_fitter import ScreeningGateFitter
 from monai_osteo.handlers.screening_report_writer import ScreeningReportWriter
+from monai_osteo.handlers.teacher_momentum import TeacherMomentumHandler
 
 __all__ = ["AtomicCheckpointSaver", "BonePatchWriter", "EmbeddingProbeMonitor", "GammaAnnealingHandler",
-           "ScreeningGateFitter", "ScreeningReportWriter", "gamma_schedule", "last_checkpoint", "subject_auc"]
+           "ScreeningGateFitter", "ScreeningReportWriter", "TeacherMomentumHandler", "gamma_schedule",
+           "last_checkpoint", "subject_auc"]

@@ -1,11 +1,14 @@
 """Networks: the multi-decoder OT U-Net of the hand paper and its deterministic mixture-mean export; the
-self-supervised ResNet network (SimCLR/SupCon/SwaV/VICReg heads, multi-crop) and the bone classifier."""
+self-supervised ResNet network (SimCLR/SupCon/SwaV/VICReg heads, multi-crop), the BYOL/SimSiam/DINO network around
+the U-Net's ResNet encoder (MedSASS baselines) and the bone classifier."""
 
 from monai_osteo.networks.nets.bone_classifier import BoneClassifier
 from monai_osteo.networks.nets.linear_probe import LinearProbe
+from monai_osteo.networks.nets.momentum_ssl import EncoderSSLNetwork
 from monai_osteo.networks.nets.ot_unet import MixtureMeanUNet, MultiDecoderOTUNet
+from monai_osteo.networks.nets.resnet_unet import ResNetEncoder, ResNetUNet
 from monai_osteo.networks.nets.ssl_backbone import build_resnet_backbone
 from monai_osteo.networks.nets.ssl_net import SSLNetwork
 
-__all__ = ["BoneClassifier", "LinearProbe", "MixtureMeanUNet", "MultiDecoderOTUNet", "SSLNetwork",
-           "build_resnet_backbone"]
+__all__ = ["BoneClassifier", "EncoderSSLNetwork", "LinearProbe", "MixtureMeanUNet", "MultiDecoderOTUNet",
+           "ResNetEncoder", "ResNetUNet", "SSLNetwork", "build_resnet_backbone"]
