@@ -18,12 +18,15 @@ from monai_osteo.bundle.datalist import datalist_items
 __all__ = [
     "MEDSASS_COHORTS",
     "PAPER_IOU",
+    "QUESTIONS",
     "label_fraction",
     "medsass_records",
     "protocol_rows",
     "protocol_stages",
     "read_metric_csv",
     "resolve_medsass_datalist",
+    "seeds_markdown",
+    "summarise_seeds",
     "write_report",
 ]
 
@@ -138,10 +141,10 @@ def _percent(f: float) -> str:
 
 
 def read_metric_csv(path: str | os.PathLike) -> dict[str, float]:
-    """MONAI ``MetricsSaver``'s ``metrics.csv`` (``name<TAB>value`` lines) as a dict."""
+    """MONAI ``MetricsSaver``'s ``metrics.csv`` (``name,value`` lines; its ``delimiter``: comma or tab) as a dict."""
     out = {}
     for line in Path(path).read_text().splitlines():
-        parts = line.split("\t")
+        parts = line.replace("\t", ",").split(",")
         if len(parts) == 2:
             try:
                 out[parts[0]] = float(parts[1])
@@ -164,13 +167,15 @@ def dump_json(path: str | os.PathLike, obj) -> None:
 
 def protocol_stages(config_dir: str | os.PathLike, output_dir: str | os.PathLike, rows: Sequence[Mapping],
                     ssl_baselines: Sequence[str] = (), references: Sequence[str] = ("all_foreground", "otsu"),
-                    stage_overrides: Mapping | None = None) -> list[dict]:
+                    stage_overrides: Mapping | None = None, training_configs: Sequence[str] = ()) -> list[dict]:
     """The stage list of ``train.json`` for :func:`~monai_osteo.bundle.run_stages`.
 
     Order: ``pretrain`` (MedSASS, ``pretrain.json``); ``pretrain_<method>`` for each SSL baseline some row uses
     (``pretrain_ssl.json``); per row: its training (``finetune.json``, unless zero-shot) and its test evaluation
     (``evaluate.json``); one evaluation per reference (``reference_<name>``); the ``report`` (``report.json``).
-    Every stage config is layered on ``train.json``; ``stage_overrides`` maps a stage name to extra overrides.
+    Every stage config is layered on ``train.json``; ``stage_overrides`` maps a stage name to extra overrides;
+    ``training_configs`` (names in ``config_dir`` or paths) are layered last on every training stage (e.g.
+    ``multi_gpu_stage.json``: DistributedDataParallel and a DistributedSampler).
     """
     cfg, out = Path(config_dir), Path(output_dir)
     extra = dict(stage_overrides or {})
@@ -179,7 +184,8 @@ def protocol_stages(config_dir: str | os.PathLike, output_dir: str | os.PathLike
         return [str(cfg / "train.json"), *(str(cfg / n) for n in names)]
 
     def stage(name: str, config: str, folder: Path, overrides: dict, workflow_type: str | None = None) -> dict:
-        s = {"name": name, "config_file": files(config), "output_dir": str(folder),
+        names = [config, *training_configs] if workflow_type == "train" else [config]
+        s = {"name": name, "config_file": files(*names), "output_dir": str(folder),
              "overrides": {**overrides, **dict(extra.get(name, {}))}}
         if workflow_type:
             s["workflow_type"] = workflow_type
@@ -307,8 +313,9 @@ def _overlays(out: Path, table: Sequence[Mapping], path: Path) -> None:
         for j, (title, mask) in enumerate(panels):
             ax = axes[i, j]
             ax.imshow(shown, cmap="gray" if shown.ndim == 2 else None)
-            if mask is not None:
-                ax.contour(mask.astype(float), levels=[0.5], colors=["yellow" if j == 1 else "red"], linewidths=0.8)
+            if mask is not None and mask.any():
+                ax.imshow(np.ma.masked_where(~mask.astype(bool), np.ones(mask.shape)), alpha=0.35,
+                          cmap="summer" if j == 1 else "autumn", vmin=0, vmax=1)
             ax.set_axis_off()
             if i == 0:
                 ax.set_title(title, fontsize=8)
@@ -317,3 +324,80 @@ def _overlays(out: Path, table: Sequence[Mapping], path: Path) -> None:
     fig.savefig(tmp, dpi=100)
     plt.close(fig)
     os.replace(tmp, path)
+
+
+def _mean_std_ci(values: Sequence[float]) -> dict:
+    """Mean, sample std and the 95% Student-t confidence interval of the mean (``None`` where undefined)."""
+    v = np.asarray([x for x in values if x is not None and not math.isnan(x)], dtype=float)
+    if v.size == 0:
+        return {"n": 0, "mean": None, "std": None, "ci95": None}
+    if v.size == 1:
+        return {"n": 1, "mean": float(v[0]), "std": None, "ci95": None}
+    from scipy import stats
+
+    mean, std = float(v.mean()), float(v.std(ddof=1))
+    half = float(stats.t.ppf(0.975, v.size - 1) * std / math.sqrt(v.size))
+    return {"n": int(v.size), "mean": mean, "std": std, "ci95": [mean - half, mean + half]}
+
+
+#: paired comparisons the issue asks about: (question, row A, row B) — A - B per seed
+QUESTIONS = [
+    ("zero-label MedSASS E+D vs Otsu used directly", "zero_shot_ed", "reference_otsu"),
+    ("zero-label MedSASS E+D vs all-foreground", "zero_shot_ed", "reference_all_foreground"),
+    ("paper-literal E-only vs all-foreground", "zero_shot_e", "reference_all_foreground"),
+]
+
+
+def summarise_seeds(reports: Sequence[Mapping]) -> dict:
+    """Mean ± std and 95% CI over seeds of every row's IoU and Dice, and paired per-seed differences.
+
+    Args:
+        reports: the ``report/metrics.json`` of one run per seed (same cohort and protocols).
+
+    Returns:
+        ``{"seeds": n, "rows": [{row, iou: {...}, dice: {...}}], "comparisons": [{question, a, b, diff: {...},
+        wins: k of n}]}``; comparisons are :data:`QUESTIONS` plus MedSASS E fine-tuning against each SSL baseline
+        and scratch at every fraction below 100% the runs share.
+    """
+    by_row: dict[str, dict[str, list]] = {}
+    for rep in reports:
+        for r in rep["rows"]:
+            d = by_row.setdefault(r["row"], {"iou": [], "dice": []})
+            d["iou"].append(r.get("iou"))
+            d["dice"].append(r.get("dice"))
+    rows = [{"row": k, "iou": _mean_std_ci(v["iou"]), "dice": _mean_std_ci(v["dice"])} for k, v in by_row.items()]
+    pairs = list(QUESTIONS)
+    for row in by_row:
+        if row.startswith("finetune_e@") and not row.endswith("@100"):
+            pct = row.split("@", 1)[1]
+            for other in ("finetune_scratch", "finetune_byol", "finetune_simsiam", "finetune_dino"):
+                if f"{other}@{pct}" in by_row:
+                    pairs.append((f"MedSASS E fine-tuned vs {other.split('_', 1)[1]} at {pct}% labels", row,
+                                  f"{other}@{pct}"))
+    comparisons = []
+    for question, a, b in pairs:
+        if a not in by_row or b not in by_row:
+            continue
+        diffs = [x - y for x, y in zip(by_row[a]["iou"], by_row[b]["iou"]) if x is not None and y is not None]
+        comparisons.append({"question": question, "a": a, "b": b, "iou_difference": _mean_std_ci(diffs),
+                            "wins": int(sum(d > 0 for d in diffs)), "seeds": len(diffs)})
+    return {"seeds": len(reports), "cohort": reports[0].get("cohort") if reports else None, "rows": rows,
+            "comparisons": comparisons}
+
+
+def seeds_markdown(summary: Mapping) -> str:
+    """Markdown tables of :func:`summarise_seeds`."""
+    def cell(s: Mapping) -> str:
+        if s["mean"] is None:
+            return "—"
+        if s["std"] is None:
+            return f"{s['mean']:.3f}"
+        return f"{s['mean']:.3f} ± {s['std']:.3f} [{s['ci95'][0]:.3f}, {s['ci95'][1]:.3f}]"
+
+    lines = [f"# MedSASS on the {summary.get('cohort')} cohort: {summary['seeds']} seeds (mean ± std [95% CI])", "",
+             "| row | IoU | Dice |", "|---|---|---|"]
+    lines += [f"| {r['row']} | {cell(r['iou'])} | {cell(r['dice'])} |" for r in summary["rows"]]
+    lines += ["", "| question | IoU difference (A − B) | A better in |", "|---|---|---|"]
+    lines += [f"| {c['question']} | {cell(c['iou_difference'])} | {c['wins']}/{c['seeds']} seeds |"
+              for c in summary["comparisons"]]
+    return "\n".join(lines) + "\n"

@@ -82,8 +82,12 @@ class FocalTverskyLoss(_Loss):
         super().__init__(reduction=LossReduction(reduction).value)
         if not gamma > 0:
             raise ValueError(f"gamma must be > 0 (the exponent is 1 / gamma; the paper uses 4/3), got {gamma!r}.")
-        for name, value in (("alpha_fn", alpha_fn), ("beta_fp", beta_fp), ("smooth_nr", smooth_nr),
-                            ("smooth_dr", smooth_dr)):
+        for name, value in (
+            ("alpha_fn", alpha_fn),
+            ("beta_fp", beta_fp),
+            ("smooth_nr", smooth_nr),
+            ("smooth_dr", smooth_dr),
+        ):
             if not value >= 0:
                 raise ValueError(f"{name} must be >= 0, got {value!r}.")
         self.alpha_fn = float(alpha_fn)
