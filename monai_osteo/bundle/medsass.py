@@ -287,7 +287,8 @@ def _overlays(out: Path, table: Sequence[Mapping], path: Path) -> None:
     wanted = ["reference_otsu", "zero_shot_ed"]
     trained = [t for t in table if t["fraction"] > 0]
     top = max((t["fraction"] for t in trained), default=None)
-    wanted += [t["row"] for t in trained if t["fraction"] == top and t["protocol"] in ("finetune_e", "finetune_scratch")]
+    wanted += [t["row"] for t in trained
+               if t["fraction"] == top and t["protocol"] in ("finetune_e", "finetune_scratch")]
     examples = {}
     for row in wanted:
         f = out / row / "test" / "examples.npz"

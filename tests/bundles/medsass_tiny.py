@@ -32,7 +32,8 @@ def tiny_train(root: Path, **extra) -> dict:
         "bundle_root": str(BUNDLE), "phantom_dir": str(root / "data"), "output_dir": str(root / "run"),
         "cohort": "skin", "phantom_preset": "tiny", "num_workers": 0, "batch_size": 8, "pretrain_epochs": 1,
         "finetune_epochs": 1, "ssl_epochs": 1, "ssl_batch_size": 8, "ssl_hidden_dim": 32, "ssl_projection_dim": 16,
-        "ssl_local_size": 16, "ssl_num_local": 2, "ssl_output_dim": 64, "fractions": [0.1, 1.0], "protocols": TINY_PROTOCOLS,
+        "ssl_local_size": 16, "ssl_num_local": 2, "ssl_output_dim": 64, "fractions": [0.1, 1.0],
+        "protocols": TINY_PROTOCOLS,
         "report_examples": 2, **ARCH,
     }
     over.update(extra)

@@ -5,6 +5,7 @@ with 2 processes."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -54,8 +55,8 @@ def test_train_json_writes_every_row_and_skips_finished_stages(trained):
     assert all(r["skipped"] for r in records) and len(records) == len(stages)
 
 
-def test_a_changed_setting_reruns_only_from_its_stage(trained, tmp_path):
-    """Changing the fine-tuning epochs re-runs the trained rows, not the pre-trainings and zero-shot rows before them."""
+def test_a_changed_setting_reruns_only_from_its_stage(trained):
+    """Changing the fine-tuning epochs re-runs the trained rows, not the pre-trainings and zero-shot rows before."""
     wf = workflow("train.json", None, **tiny_train(trained, finetune_epochs=2))
     records = run_stages(wf.parser.get_parsed_content("stages"), wf.parser.get_parsed_content("stage_settings"),
                          wf.parser.get_parsed_content("datalist"), str(CONFIGS / "metadata.json"))
@@ -115,7 +116,8 @@ def test_multi_gpu_config_runs_distributed_on_cpu(tmp_path):
     run on every rank and agree, the report is written once."""
     cpu_stage = {"network": "$torch.nn.parallel.DistributedDataParallel(@net.to(@device))"}
     (tmp_path / "cpu_stage.json").write_text(json.dumps(cpu_stage))
-    cpu = {"device": "$torch.device('cpu')", "training_configs": ["multi_gpu_stage.json", str(tmp_path / "cpu_stage.json")],
+    cpu = {"device": "$torch.device('cpu')",
+           "training_configs": ["multi_gpu_stage.json", str(tmp_path / "cpu_stage.json")],
            "initialize": ["$dist.is_initialized() or dist.init_process_group(backend='gloo')",
                           "$monai.utils.set_determinism(seed=@seed)"]}
     tiny = tiny_train(tmp_path, ssl_baselines=[], protocols=TINY_PROTOCOLS[:1] + [
@@ -133,7 +135,8 @@ def test_multi_gpu_config_runs_distributed_on_cpu(tmp_path):
     n_images = sum(len(v) for k, v in json.loads((tmp_path / "data/datalist.json").read_text()).items()
                    if k in ("training", "unlabeled"))
     last = torch.load(run / "pretrain/last.pt", weights_only=False)["trainer"]
-    assert last["epoch_length"] == -(-(-(-n_images // 2)) // 8)  # each rank trains on its shard (ceil, ceil)
+    per_rank = math.ceil(n_images / 2)  # each rank trains on its shard
+    assert last["epoch_length"] == math.ceil(per_rank / 8)
     state = torch.load(run / "finetune_e@100/model.pt", weights_only=True)
     assert not any(k.startswith("module.") for k in state)  # DDP unwrapped in the checkpoint
     report = json.loads((run / "report/metrics.json").read_text())

@@ -109,7 +109,9 @@ def _expected_mask(data: Path, name: str) -> np.ndarray:
 
 def test_check_properties_with_no_weights_and_no_data(tmp_path):
     wf = _workflow(
-        predictions_dir=str(tmp_path / "out"), output_dir=str(tmp_path / "no_models"), input_dir=str(tmp_path / "no_inputs")
+        predictions_dir=str(tmp_path / "out"),
+        output_dir=str(tmp_path / "no_models"),
+        input_dir=str(tmp_path / "no_inputs"),
     )
     assert wf.check_properties() == []
     handlers = wf.parser.get_parsed_content("handlers")

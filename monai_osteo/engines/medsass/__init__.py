@@ -5,16 +5,18 @@
 """
 
 from monai_osteo.engines.medsass.examples import save_examples
-from monai_osteo.engines.medsass.pseudo_labels import OtsuPseudoLabelBatch
+from monai_osteo.engines.medsass.pseudo_labels import FixedThresholdMask, OtsuPseudoLabelBatch, make_pseudo_masker
 from monai_osteo.engines.medsass.references import AllForegroundPredictor, PseudoMaskPredictor
 from monai_osteo.engines.medsass.transfer import TRANSFER_MODES, load_checkpoint_state, prepare_network
 
 __all__ = [
     "TRANSFER_MODES",
     "AllForegroundPredictor",
+    "FixedThresholdMask",
     "OtsuPseudoLabelBatch",
     "PseudoMaskPredictor",
     "load_checkpoint_state",
+    "make_pseudo_masker",
     "prepare_network",
     "save_examples",
 ]

@@ -19,7 +19,47 @@ from monai.engines.utils import PrepareBatch
 
 from monai_osteo.transforms.otsu import OtsuPseudoMask
 
-__all__ = ["OtsuPseudoLabelBatch"]
+__all__ = ["FixedThresholdMask", "OtsuPseudoLabelBatch", "make_pseudo_masker"]
+
+
+class FixedThresholdMask:
+    """One global threshold for every image (MedSASS §3.3.3's foil: the network "merely learns to threshold").
+
+    (B, C, *spatial) images -> (B, 1, *spatial) float masks of ``gray > threshold`` (``"bright"``), ``gray <
+    threshold`` (``"dark"``), or per image the smaller of the two (``"minority"``); RGB is converted to gray with
+    the BT.601 weights as :class:`~monai_osteo.transforms.OtsuPseudoMask`. ``threshold`` is in the units of the
+    images (the bundle scales each image to [0, 1]).
+    """
+
+    def __init__(self, threshold: float = 0.5, foreground: str = "bright") -> None:
+        if foreground not in ("bright", "dark", "minority"):
+            raise ValueError(f"foreground must be 'bright', 'dark' or 'minority', got {foreground!r}.")
+        self.threshold, self.foreground = float(threshold), foreground
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[1] == 3:
+            w = x.new_tensor([0.299, 0.587, 0.114]).view(1, 3, *([1] * (x.ndim - 2)))
+            x = (x * w).sum(1, keepdim=True)
+        elif x.shape[1] != 1:
+            raise ValueError(f"images must have 1 or 3 channels, got shape {tuple(x.shape)}.")
+        bright = (x > self.threshold).float()
+        if self.foreground == "bright":
+            return bright
+        dark = (x < self.threshold).float()
+        if self.foreground == "dark":
+            return dark
+        flip = bright.flatten(1).mean(1) > 0.5
+        return torch.where(flip.view(-1, *([1] * (x.ndim - 1))), dark, bright)
+
+
+def make_pseudo_masker(method: str = "otsu", foreground: str = "bright", threshold_kwargs: Mapping | None = None):
+    """Batched pseudo-mask function for ``method``: ``"fixed"`` (:class:`FixedThresholdMask`, kwarg ``threshold``)
+    or any :class:`~monai_osteo.transforms.OtsuPseudoMask` method (``"otsu"``, ``"ght"``, ``"adaptive_mean"``,
+    ``"adaptive_gaussian"``) with its kwargs."""
+    kwargs = dict(threshold_kwargs or {})
+    if method == "fixed":
+        return FixedThresholdMask(foreground=foreground, **kwargs)
+    return OtsuPseudoMask(method=method, batched=True, foreground=foreground, **kwargs)
 
 
 class OtsuPseudoLabelBatch(PrepareBatch):
@@ -27,7 +67,8 @@ class OtsuPseudoLabelBatch(PrepareBatch):
 
     Args:
         method: thresholding method of :class:`~monai_osteo.transforms.OtsuPseudoMask` (``"otsu"`` in MedSASS;
-            ``"ght"``, ``"adaptive_mean"``, ``"adaptive_gaussian"`` for the paper's Table 3 ablation).
+            ``"ght"``, ``"adaptive_mean"``, ``"adaptive_gaussian"`` for the paper's Table 3 ablation), or ``"fixed"``
+            (one global threshold, :class:`FixedThresholdMask`).
         foreground: polarity: ``"bright"``, ``"dark"`` (e.g. skin lesions) or ``"minority"``; the paper does not
             say, see :class:`~monai_osteo.transforms.OtsuPseudoMask`.
         channels: channels of the image the threshold is computed on (e.g. ``[2]``: the DAPI channel of a
@@ -42,7 +83,7 @@ class OtsuPseudoLabelBatch(PrepareBatch):
 
     def __init__(self, method: str = "otsu", foreground: str = "bright", channels: Sequence[int] | None = None,
                  image_key: str = "image", threshold_kwargs: Mapping | None = None) -> None:
-        self.otsu = OtsuPseudoMask(method=method, batched=True, foreground=foreground, **dict(threshold_kwargs or {}))
+        self.otsu = make_pseudo_masker(method, foreground, threshold_kwargs)
         self.channels = None if channels is None else [int(c) for c in channels]
         if self.channels is not None and len(self.channels) not in (1, 3):
             raise ValueError(f"channels must select 1 (gray) or 3 (RGB) channels, got {channels!r}.")

@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
-from monai_osteo.transforms.otsu import OtsuPseudoMask
+from monai_osteo.engines.medsass.pseudo_labels import make_pseudo_masker
 
 __all__ = ["AllForegroundPredictor", "PseudoMaskPredictor"]
 
@@ -45,7 +45,7 @@ class PseudoMaskPredictor(torch.nn.Module):
     def __init__(self, method: str = "otsu", foreground: str = "bright", channels: Sequence[int] | None = None,
                  threshold_kwargs: Mapping | None = None, logit: float = 20.0) -> None:
         super().__init__()
-        self.otsu = OtsuPseudoMask(method=method, batched=True, foreground=foreground, **dict(threshold_kwargs or {}))
+        self.otsu = make_pseudo_masker(method, foreground, threshold_kwargs)
         self.channels = None if channels is None else [int(c) for c in channels]
         self.logit = float(logit)
 

@@ -131,3 +131,22 @@ def test_save_examples_writes_image_label_prediction(tmp_path):
         assert np.mean(z["pred"] != z["label"]) < 0.01
     assert save_examples(PseudoMaskPredictor(), data, 0, tmp_path / "none.npz") is None
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ex.npz"]
+
+
+def test_fixed_global_threshold_ablation():
+    """One threshold for all images: right where the contrast sits at it, wrong where the image is darker."""
+    from monai_osteo.engines.medsass import FixedThresholdMask
+
+    imgs, masks = _blobs()
+    _, fixed = OtsuPseudoLabelBatch(method="fixed", threshold_kwargs={"threshold": 0.5})({"image": imgs})
+    assert (fixed != masks).float().mean() < 0.01
+    dim = imgs * 0.5  # the same images, darker: Otsu adapts, a fixed threshold marks nothing
+    _, fixed_dim = OtsuPseudoLabelBatch(method="fixed", threshold_kwargs={"threshold": 0.5})({"image": dim})
+    _, otsu_dim = OtsuPseudoLabelBatch()({"image": dim})
+    assert fixed_dim.sum() == 0 and (otsu_dim != masks).float().mean() < 0.01
+    dark = FixedThresholdMask(0.5, "dark")(imgs)
+    assert torch.equal(dark, 1 - fixed)
+    minority = FixedThresholdMask(0.5, "minority")(torch.cat([imgs, 1 - imgs]))
+    assert torch.equal(minority, torch.cat([masks, masks]))
+    with pytest.raises(ValueError, match="foreground must be"):
+        FixedThresholdMask(0.5, "both")
