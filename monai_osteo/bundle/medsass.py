@@ -282,8 +282,8 @@ def write_report(output_dir: str | os.PathLike, rows: Sequence[Mapping], referen
 
 
 def _overlays(out: Path, table: Sequence[Mapping], path: Path) -> None:
-    """Figure: one row per test example; columns image, ground truth, then the saved predictions of the
-    reference Otsu, zero-shot E+D and the two fine-tuned rows with the most labels (if present)."""
+    """Figure: one row per test example; columns image, ground truth (green), then the saved predictions (red) of
+    the reference Otsu, zero-shot E+D and the two fine-tuned rows with the most labels (if present)."""
     wanted = ["reference_otsu", "zero_shot_ed"]
     trained = [t for t in table if t["fraction"] > 0]
     top = max((t["fraction"] for t in trained), default=None)
@@ -297,15 +297,15 @@ def _overlays(out: Path, table: Sequence[Mapping], path: Path) -> None:
                 examples[row] = {k: z[k] for k in z.files}
     if not examples:
         return
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.colors import ListedColormap
+    from matplotlib.figure import Figure
 
     first = next(iter(examples.values()))
     n = len(first["image"])
     cols = 2 + len(examples)
-    fig, axes = plt.subplots(n, cols, figsize=(2.2 * cols, 2.2 * n), squeeze=False)
+    fig = Figure(figsize=(2.2 * cols, 2.2 * n))
+    axes = fig.subplots(n, cols, squeeze=False)
+    truth_cmap, pred_cmap = ListedColormap(["#00c853"]), ListedColormap(["#ff1744"])
     for i in range(n):
         img = first["image"][i]
         shown = img[0] if img.shape[0] == 1 else np.clip(img.transpose(1, 2, 0), 0, 1)
@@ -315,15 +315,14 @@ def _overlays(out: Path, table: Sequence[Mapping], path: Path) -> None:
             ax = axes[i, j]
             ax.imshow(shown, cmap="gray" if shown.ndim == 2 else None)
             if mask is not None and mask.any():
-                ax.imshow(np.ma.masked_where(~mask.astype(bool), np.ones(mask.shape)), alpha=0.35,
-                          cmap="summer" if j == 1 else "autumn", vmin=0, vmax=1)
+                ax.imshow(np.ma.masked_where(~mask.astype(bool), np.ones(mask.shape)), alpha=0.4,
+                          cmap=truth_cmap if j == 1 else pred_cmap, vmin=0, vmax=1)
             ax.set_axis_off()
             if i == 0:
                 ax.set_title(title, fontsize=8)
     fig.tight_layout()
     tmp = path.with_name(path.stem + ".part.png")
     fig.savefig(tmp, dpi=100)
-    plt.close(fig)
     os.replace(tmp, path)
 
 
