@@ -15,7 +15,7 @@ import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from monai_osteo.bundle.paths import output_id
+from monai_osteo.bundle.paths import expand_inputs, output_id
 
 __all__ = ["IMAGE_SUFFIXES", "check_images", "list_images", "require_file", "require_inputs"]
 
@@ -34,30 +34,10 @@ def list_images(
     an inference config can be built and property-checked before any input exists). A file or list is returned
     as given, whatever its suffix: :func:`check_images` reports what cannot be read.
     """
-    if isinstance(inputs, (list, tuple)):
-        return [str(p) for p in inputs]
-    path = Path(inputs).expanduser()
-    if path.is_file():
-        return [str(path)]
-    if not path.is_dir():
-        if missing_ok:
-            return []
-        raise FileNotFoundError(
-            f"{path}: no such file or folder of images; pass --input_dir DIR (a folder of "
-            f"{'/'.join(s.lstrip('.').upper() for s in suffixes)} images) or --input_files "
-            "\"['a.png', 'b.png']\"."
-        )
     wanted = {s.lower() for s in suffixes}
-    files = [
-        str(p)
-        for p in sorted(path.rglob("*"))
-        if p.is_file()
-        and p.suffix.lower() in wanted
-        and not any(part.startswith(".") for part in p.relative_to(path).parts)
-    ]
-    if not files:
-        logger.warning("%s: no image files found (suffixes %s)", path, sorted(wanted))
-    return files
+    hint = (f"pass --input_dir DIR (a folder of {'/'.join(s.lstrip('.').upper() for s in suffixes)} images) or "
+            "--input_files \"['a.png', 'b.png']\".")
+    return expand_inputs(inputs, lambda p: p.suffix.lower() in wanted, missing_ok, hint, "image")
 
 
 def check_images(

@@ -5,11 +5,13 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from monai_osteo.data import SUPPORTED_SUFFIXES
 
-__all__ = ["check_radiographs", "find_bundle_root", "list_radiographs", "output_id", "output_name_formatter", "redact"]
+__all__ = ["check_radiographs", "expand_inputs", "find_bundle_root", "list_radiographs", "output_id",
+           "output_name_formatter", "redact"]
 
 logger = logging.getLogger("monai_osteo.bundle")
 
@@ -26,11 +28,13 @@ def find_bundle_root(name: str) -> str:
                             "or pass --bundle_root PATH.")
 
 
-def list_radiographs(inputs: str | os.PathLike | list, missing_ok: bool = False) -> list[str]:
-    """Radiograph files of a folder (recursive, supported suffixes, DICOM without suffix included), a file, or a list.
+def expand_inputs(inputs: str | os.PathLike | Sequence, accept: Callable[[Path], bool], missing_ok: bool = False,
+                  missing_hint: str = "pass a folder, a file or a list of files.", kind: str = "input") -> list[str]:
+    """Files of a folder (recursive, sorted, hidden files and folders skipped, those ``accept`` takes), a file, or a
+    list (returned as given: the reader reports what it cannot read).
 
-    A path that does not exist raises ``FileNotFoundError`` naming it (``missing_ok``: gives an empty list, so that
-    an inference config can be built and property-checked before any input exists).
+    A path that does not exist raises ``FileNotFoundError`` naming it and ``missing_hint`` (``missing_ok``: gives an
+    empty list, so that an inference config can be built and property-checked before any input exists).
     """
     if isinstance(inputs, (list, tuple)):
         return [str(p) for p in inputs]
@@ -40,20 +44,28 @@ def list_radiographs(inputs: str | os.PathLike | list, missing_ok: bool = False)
     if not path.is_dir():
         if missing_ok:
             return []
-        raise FileNotFoundError(f"{path}: no such file or folder of radiographs; set dataset_dir (inference) to a "
-                                "folder of DICOM/PNG/TIFF/NIfTI/NRRD radiographs, a file, or a list of files.")
-    suffixes = {s.lower() for group in SUPPORTED_SUFFIXES.values() for s in group}
-    files = []
-    for p in sorted(path.rglob("*")):
-        if not p.is_file() or any(part.startswith(".") for part in p.relative_to(path).parts):
-            continue
-        name = p.name.lower()
-        # DICOM exports are often named by UID ("1.2.840...") or "IM0001" without a suffix: check the preamble
-        if any(name.endswith(s) for s in suffixes) or _is_dicom(p):
-            files.append(str(p))
+        raise FileNotFoundError(f"{path}: no such file or folder of {kind} files; {missing_hint}")
+    files = [str(p) for p in sorted(path.rglob("*"))
+             if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts) and accept(p)]
     if not files:
-        logger.warning("%s: no radiograph files found (suffixes %s)", path, sorted(suffixes))
+        logger.warning("%s: no %s files found", path, kind)
     return files
+
+
+def list_radiographs(inputs: str | os.PathLike | list, missing_ok: bool = False) -> list[str]:
+    """Radiograph files of a folder (recursive, supported suffixes, DICOM without suffix included), a file, or a list.
+
+    A path that does not exist raises ``FileNotFoundError`` naming it (``missing_ok``: gives an empty list, so that
+    an inference config can be built and property-checked before any input exists).
+    """
+    suffixes = {s.lower() for group in SUPPORTED_SUFFIXES.values() for s in group}
+
+    def accept(p: Path) -> bool:
+        # DICOM exports are often named by UID ("1.2.840...") or "IM0001" without a suffix: check the preamble
+        return any(p.name.lower().endswith(s) for s in suffixes) or _is_dicom(p)
+
+    return expand_inputs(inputs, accept, missing_ok, "set dataset_dir (inference) to a folder of "
+                         "DICOM/PNG/TIFF/NIfTI/NRRD radiographs, a file, or a list of files.", "radiograph")
 
 
 def _is_dicom(path: Path) -> bool:

@@ -9,7 +9,7 @@ from monai_osteo.transforms.bone import (
     ExtractBonePatchesDict,
     collate_bone_patches,
 )
-from monai_osteo.transforms.channels import EnsureChannels, EnsureChannelsd
+from monai_osteo.transforms.channels import EnsureChannels, EnsureChannelsd, ScaleBitDepth, ScaleBitDepthd
 from monai_osteo.transforms.features import FrozenFeatures, FrozenFeaturesd
 from monai_osteo.transforms.letterbox import (
     CropLetterbox,
@@ -52,6 +52,8 @@ from monai_osteo.transforms.texture import (
 __all__ = [
     "EnsureChannels",
     "EnsureChannelsd",
+    "ScaleBitDepth",
+    "ScaleBitDepthd",
     "FrozenFeatures",
     "FrozenFeaturesd",
     "CropLetterbox",

@@ -64,11 +64,12 @@ def data(tmp_path_factory) -> Path:
 
 
 def _network_input(path: Path) -> torch.Tensor:
-    """(1, 3, 32, 32): the preprocessing of train.json written out (RGB, scaled to [0, 1], area-resized)."""
+    """(1, 3, 32, 32): train.json's preprocessing written out (RGB, scaled to [0, 1] by bit depth, area-resized)."""
     a = np.asarray(Image.open(path)).astype(np.float32)
     a = a[..., :3] if a.ndim == 3 else np.stack([a] * 3, -1)
     x = torch.from_numpy(a).permute(2, 0, 1)[None]
-    return F.interpolate((x - x.min()) / (x.max() - x.min()), size=ARCH["image_size"], mode="area")
+    scale = 65535.0 if a.max() > 255 else 255.0  # the bit depth: 16-bit PNGs /65535, 8-bit /255
+    return F.interpolate(x / scale, size=ARCH["image_size"], mode="area")
 
 
 def _workflow(**override) -> ConfigWorkflow:
