@@ -16,16 +16,10 @@ from monai_osteo.handlers import TeacherMomentumHandler
 from monai_osteo.losses import PairSSLLoss
 from monai_osteo.networks.nets import EncoderSSLNetwork
 
-pytestmark = pytest.mark.filterwarnings("ignore:`torch.nn.utils.weight_norm` is deprecated:FutureWarning")  # lightly
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny convolutions: two threads on a shared 2-core machine are ~50x slower than one."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:`torch.nn.utils.weight_norm` is deprecated:FutureWarning"),
+    pytest.mark.usefixtures("one_thread"),
+]
 
 
 class _Recorder:

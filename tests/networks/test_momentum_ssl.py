@@ -10,7 +10,10 @@ from monai_osteo.losses import PairSSLLoss
 from monai_osteo.networks.nets import EncoderSSLNetwork, ResNetUNet
 from tests.utils import assert_allclose
 
-pytestmark = pytest.mark.filterwarnings("ignore:`torch.nn.utils.weight_norm` is deprecated:FutureWarning")  # lightly
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:`torch.nn.utils.weight_norm` is deprecated:FutureWarning"),
+    pytest.mark.usefixtures("one_thread"),
+]
 
 TINY = {"backbone": "resnet18", "encoder_depth": 2}  # feature_dim 64
 HEADS = {
@@ -18,15 +21,6 @@ HEADS = {
     "simsiam": {"hidden_dim": 32, "projection_dim": 16, "prediction_hidden_dim": 8},
     "dino": {"hidden_dim": 32, "bottleneck_dim": 8, "output_dim": 24},
 }
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny convolutions: two threads on a shared 2-core machine are ~50x slower than one."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def tiny(method: str, **kwargs) -> EncoderSSLNetwork:
