@@ -356,8 +356,8 @@ def summarise_seeds(reports: Sequence[Mapping]) -> dict:
 
     Returns:
         ``{"seeds": n, "rows": [{row, iou: {...}, dice: {...}}], "comparisons": [{question, a, b, diff: {...},
-        wins: k of n}]}``; comparisons are :data:`QUESTIONS` plus MedSASS E fine-tuning against each SSL baseline
-        and scratch at every fraction below 100% the runs share.
+        wins: k of n}]}``; comparisons are :data:`QUESTIONS` plus MedSASS E and E+D fine-tuning against each SSL
+        baseline and scratch at every fraction below 100% the runs share.
     """
     by_row: dict[str, dict[str, list]] = {}
     for rep in reports:
@@ -368,11 +368,12 @@ def summarise_seeds(reports: Sequence[Mapping]) -> dict:
     rows = [{"row": k, "iou": _mean_std_ci(v["iou"]), "dice": _mean_std_ci(v["dice"])} for k, v in by_row.items()]
     pairs = list(QUESTIONS)
     for row in by_row:
-        if row.startswith("finetune_e@") and not row.endswith("@100"):
-            pct = row.split("@", 1)[1]
+        name, _, pct = row.partition("@")
+        if name in ("finetune_e", "finetune_ed") and pct and pct != "100":
+            label = "E" if name == "finetune_e" else "E+D"
             for other in ("finetune_scratch", "finetune_byol", "finetune_simsiam", "finetune_dino"):
                 if f"{other}@{pct}" in by_row:
-                    pairs.append((f"MedSASS E fine-tuned vs {other.split('_', 1)[1]} at {pct}% labels", row,
+                    pairs.append((f"MedSASS {label} fine-tuned vs {other.split('_', 1)[1]} at {pct}% labels", row,
                                   f"{other}@{pct}"))
     comparisons = []
     for question, a, b in pairs:
