@@ -263,12 +263,9 @@ def test_user_dataset_dir_without_datalist_is_an_error(tmp_path):
 def test_multi_gpu_config_runs_distributed_on_cpu(trained, tmp_path):
     """multi_gpu_train.json with 2 processes (gloo, CPU, plain DDP instead of NCCL + SyncBatchNorm): SSL is sharded,
     the other stages run once, and the evaluation's predictions line up with their patches."""
-    import os
-    import subprocess
-    import sys
-
     from monai_osteo.engines.hand_osteo import ScreeningEvaluation
     from monai_osteo.networks.nets import BoneClassifier
+    from tests.bundles.distributed import run_distributed
 
     cpu_ssl = {"network": "$torch.nn.parallel.DistributedDataParallel(@network_def)"}
     cpu = {"device": "$torch.device('cpu')",
@@ -276,16 +273,8 @@ def test_multi_gpu_config_runs_distributed_on_cpu(trained, tmp_path):
            "initialize": ["$dist.is_initialized() or dist.init_process_group(backend='gloo')",
                           "$monai.utils.set_determinism(seed=@seed)"]}
     tiny = tiny_train(tmp_path, ssl_batch_size=4)
-    files = [str(CONFIGS / "train.json"), str(CONFIGS / "multi_gpu_train.json")]
     (tmp_path / "cpu_ssl.json").write_text(json.dumps(cpu_ssl))
-    for name, content in (("cpu.json", cpu), ("tiny.json", tiny)):
-        (tmp_path / name).write_text(json.dumps(content))
-        files.append(str(tmp_path / name))
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1", "--nproc_per_node=2", "-m",
-           "monai.bundle", "run", "--config_file", json.dumps(files).replace('"', "'"),
-           "--meta_file", str(CONFIGS / "metadata.json"), "--logging_file", str(CONFIGS / "logging.conf")]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert proc.returncode == 0, proc.stderr[-4000:]
+    run_distributed(CONFIGS, {"cpu.json": cpu, "tiny.json": tiny}, tmp_path)
     run = tmp_path / "run"
     n_patches = sum("ssl" in r["role"] for r in json.loads((run / "patches/index.json").read_text())["patches"])
     last = torch.load(run / "ssl/last.pt", weights_only=False)["trainer"]

@@ -6,15 +6,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
 from ignite.engine import Events
 
 from monai_osteo.bundle import run_stages
+from tests.bundles.distributed import run_distributed
 from tests.bundles.medsass_tiny import ARCH, CONFIGS, TINY_PROTOCOLS, tiny_train, workflow
 
 
@@ -122,15 +120,7 @@ def test_multi_gpu_config_runs_distributed_on_cpu(tmp_path):
                           "$monai.utils.set_determinism(seed=@seed)"]}
     tiny = tiny_train(tmp_path, ssl_baselines=[], protocols=TINY_PROTOCOLS[:1] + [
         {"name": "finetune_e", "init": "medsass", "transfer": "encoder", "fractions": [1.0]}])
-    files = [str(CONFIGS / "train.json"), str(CONFIGS / "multi_gpu_train.json")]
-    for name, content in (("cpu.json", cpu), ("tiny.json", tiny)):
-        (tmp_path / name).write_text(json.dumps(content))
-        files.append(str(tmp_path / name))
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1", "--nproc_per_node=2", "-m",
-           "monai.bundle", "run", "--config_file", json.dumps(files).replace('"', "'"),
-           "--meta_file", str(CONFIGS / "metadata.json"), "--logging_file", str(CONFIGS / "logging.conf")]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert proc.returncode == 0, proc.stderr[-4000:]
+    run_distributed(CONFIGS, {"cpu.json": cpu, "tiny.json": tiny}, tmp_path)
     run = tmp_path / "run"
     n_images = sum(len(v) for k, v in json.loads((tmp_path / "data/datalist.json").read_text()).items()
                    if k in ("training", "unlabeled"))

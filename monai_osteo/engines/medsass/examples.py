@@ -8,13 +8,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from monai_osteo.io import atomic_write
+
 __all__ = ["save_examples"]
 
 
 def save_examples(network: torch.nn.Module, dataset, count: int, path: str | os.PathLike,
                   device: str | torch.device = "cpu") -> Path | None:
     """Run ``network`` on the first ``count`` items of ``dataset`` and save ``image``, ``label``, ``pred``
-    (sigmoid > 0.5) as one ``.npz`` (written atomically). Returns the path, or None when ``count`` is 0."""
+    (sigmoid > 0.5) as one ``.npz``, written atomically under a unique temporary name (safe when several ranks write
+    it). Returns the path, or None when ``count`` is 0."""
     if count <= 0:
         return None
     images, labels, preds = [], [], []
@@ -28,10 +31,5 @@ def save_examples(network: torch.nn.Module, dataset, count: int, path: str | os.
             labels.append(np.asarray(torch.as_tensor(item["label"])[0].cpu()) > 0.5 if "label" in item else
                           np.zeros(p.shape, bool))
             preds.append(p.cpu().numpy())
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".part")
-    with open(tmp, "wb") as fh:
-        np.savez_compressed(fh, image=np.stack(images), label=np.stack(labels), pred=np.stack(preds))
-    os.replace(tmp, out)
-    return out
+    arrays = {"image": np.stack(images), "label": np.stack(labels), "pred": np.stack(preds)}
+    return atomic_write(path, lambda fh: np.savez_compressed(fh, **arrays))
