@@ -27,6 +27,7 @@ from lightly.models.modules.heads import (
 from lightly.models.utils import deactivate_requires_grad, update_momentum
 
 from monai_osteo.networks.nets.resnet_unet import ResNetEncoder
+from monai_osteo.networks.nets.ssl_net import encode_by_shape
 
 __all__ = ["EncoderSSLNetwork", "MOMENTUM_SSL_METHODS", "MOMENTUM_SSL_HEAD_DEFAULTS"]
 
@@ -179,15 +180,7 @@ class EncoderSSLNetwork(torch.nn.Module):
         Returns:
             ``V`` tensors (B_v, feature_dim): global average pool of the deepest feature map, in view order.
         """
-        groups: dict[tuple[int, ...], list[int]] = {}
-        for i, x in enumerate(views):
-            groups.setdefault(tuple(x.shape[1:]), []).append(i)
-        features: list[torch.Tensor | None] = [None] * len(views)
-        for idx in groups.values():
-            pooled = encoder(torch.cat([views[i] for i in idx], dim=0))[-1].flatten(2).mean(-1)
-            for i, f in zip(idx, pooled.split([views[i].shape[0] for i in idx], dim=0)):
-                features[i] = f
-        return features  # type: ignore[return-value]
+        return encode_by_shape(views, lambda x: encoder(x)[-1].flatten(2).mean(-1))
 
     def forward(self, views: Sequence[torch.Tensor], step: int | None = None) -> dict:
         """Online (and teacher) outputs of all views, ready for :class:`~monai_osteo.losses.PairSSLLoss`.

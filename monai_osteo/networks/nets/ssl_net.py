@@ -9,7 +9,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -22,9 +22,31 @@ from lightly.models.modules.heads import (
 
 from monai_osteo.networks.nets.ssl_backbone import build_resnet_backbone
 
-__all__ = ["SSLNetwork", "SSL_METHODS"]
+__all__ = ["SSLNetwork", "SSL_METHODS", "encode_by_shape"]
 
 SSL_METHODS = ("simclr", "supcon", "swav", "vicreg")
+
+
+def encode_by_shape(views: Sequence[torch.Tensor],
+                    encoder: Callable[[torch.Tensor], torch.Tensor]) -> list[torch.Tensor]:
+    """``encoder`` applied to ``views`` with one call per distinct view shape (DINO's multi-crop wrapper [4]).
+
+    Args:
+        views: ``V`` tensors (B_v, C, *spatial_v).
+        encoder: maps (N, C, *spatial) to (N, ...) along the batch axis.
+
+    Returns:
+        ``V`` outputs, in the order of ``views``.
+    """
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i, x in enumerate(views):
+        groups.setdefault(tuple(x.shape[1:]), []).append(i)
+    out: list[torch.Tensor | None] = [None] * len(views)
+    for idx in groups.values():
+        encoded = encoder(torch.cat([views[i] for i in idx], dim=0))
+        for i, f in zip(idx, encoded.split([views[i].shape[0] for i in idx], dim=0)):
+            out[i] = f
+    return out  # type: ignore[return-value]
 
 
 class SSLNetwork(torch.nn.Module):
@@ -99,15 +121,7 @@ class SSLNetwork(torch.nn.Module):
         Returns:
             ``V`` feature tensors of shape (B_v, feature_dim), in the order of ``views``.
         """
-        groups: dict[tuple[int, ...], list[int]] = {}
-        for i, x in enumerate(views):
-            groups.setdefault(tuple(x.shape[1:]), []).append(i)
-        features: list[torch.Tensor | None] = [None] * len(views)
-        for idx in groups.values():
-            out = self.backbone(torch.cat([views[i] for i in idx], dim=0))
-            for i, f in zip(idx, out.split([views[i].shape[0] for i in idx], dim=0)):
-                features[i] = f
-        return features  # type: ignore[return-value]
+        return encode_by_shape(views, self.backbone)
 
     def forward(self, views: Sequence[torch.Tensor] | torch.Tensor, step: int | None = None) -> dict:
         """Encode and project all views.
