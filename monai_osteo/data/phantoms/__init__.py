@@ -1,4 +1,4 @@
-"""Deterministic phantom cohorts, the embedded datasets of the bundles: hand radiographs, skin, fluorescence."""
+"""Deterministic phantom cohorts, the embedded datasets of the bundles: hand radiographs, skin, fluorescence, vertebral CT."""
 
 from monai_osteo.data.labels import BONE_LABELS
 from monai_osteo.data.phantoms.anatomy import place_hand
@@ -16,6 +16,7 @@ from monai_osteo.data.phantoms.subjects import (
     sample_cohort_subjects,
     sample_subject,
 )
+from monai_osteo.data.phantoms.vertebra import VERTEBRA_PRESETS, ensure_vertebra_cohort, generate_vertebra_cohort
 
 __all__ = [
     "BONE_LABELS",
@@ -24,13 +25,16 @@ __all__ = [
     "PRESETS",
     "SKIN_PRESETS",
     "T_SCORE_THRESHOLD",
+    "VERTEBRA_PRESETS",
     "SubjectPhenotype",
     "ensure_fluorescence_cohort",
     "ensure_hand_cohort",
     "ensure_skin_cohort",
+    "ensure_vertebra_cohort",
     "generate_fluorescence_cohort",
     "generate_hand_cohort",
     "generate_skin_cohort",
+    "generate_vertebra_cohort",
     "place_hand",
     "render_hand",
     "render_subject",
