@@ -48,8 +48,20 @@ from monai_osteo.transforms.texture import (
     TexturePoold,
     TexturePoolDict,
 )
+from monai_osteo.transforms.vertebra import (
+    ExtractVertebraROI,
+    ExtractVertebraROID,
+    ExtractVertebraROId,
+    ExtractVertebraROIDict,
+    VertebraROIError,
+)
 
 __all__ = [
+    "ExtractVertebraROI",
+    "ExtractVertebraROID",
+    "ExtractVertebraROIDict",
+    "ExtractVertebraROId",
+    "VertebraROIError",
     "EnsureChannels",
     "EnsureChannelsd",
     "ScaleBitDepth",

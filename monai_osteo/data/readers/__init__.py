@@ -7,6 +7,7 @@ rows as a viewer shows them, pixel spacing in the metadata and a single error ty
 from __future__ import annotations
 
 from monai_osteo.data.readers.array import SUPPORTED_SUFFIXES, LoadRadiograph
+from monai_osteo.data.readers.ct import CTReadError, LoadCT, LoadCTD, LoadCTd, LoadCTDict
 from monai_osteo.data.readers.dictionary import LoadRadiographD, LoadRadiographd, LoadRadiographDict
 from monai_osteo.data.readers.errors import RadiographReadError
 from monai_osteo.data.readers.functional import (
@@ -21,6 +22,11 @@ from monai_osteo.data.readers.masks import LoadAnnotatorMasksd
 from monai_osteo.data.readers.patches import LoadBonePatchd, save_bone_patch
 
 __all__ = [
+    "CTReadError",
+    "LoadCT",
+    "LoadCTD",
+    "LoadCTDict",
+    "LoadCTd",
     "LoadAnnotatorMasksd",
     "LoadBonePatchd",
     "LUMA_WEIGHTS_BT601",

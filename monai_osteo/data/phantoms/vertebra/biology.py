@@ -38,8 +38,8 @@ T_SCORE_THRESHOLD = -2.5
 #: DXA devices: gain/offset of the reading vs the Hologic-scale true aBMD, and the young-adult L1–L4 reference
 DEVICES = {
     "Hologic": {"index": 0, "gain": 1.0, "offset": 0.0, "ref_mean": 1.047, "ref_sd": 0.110},
-    "GE Lunar": {"index": 1, "gain": 1.104, "offset": 0.028, "ref_mean": 1.200, "ref_sd": 0.120},
-    "MEDIX": {"index": 2, "gain": 0.95, "offset": 0.03, "ref_mean": 1.100, "ref_sd": 0.120},
+    "GE Lunar": {"index": 1, "gain": 1.104, "offset": 0.028, "ref_mean": 1.130, "ref_sd": 0.120},
+    "MEDIX": {"index": 2, "gain": 0.95, "offset": 0.03, "ref_mean": 1.140, "ref_sd": 0.120},
 }
 #: young Hologic-scale aBMD per DXA level (L1 < L2 < L3 ~ L4)
 _YOUNG_ABMD = {"L1": 0.94, "L2": 1.03, "L3": 1.07, "L4": 1.08}
@@ -54,10 +54,10 @@ SITES = {
     "A": {"device": "Hologic", "female": 0.75, "age": (72.0, 9.0), "exclusion": 0.20,
           "protocols": {"chest": 0.6, "abdomen": 0.25, "chest_abdomen": 0.15},
           "vendors": {"Siemens": 0.5, "GE": 0.3, "Philips": 0.2}, "slices": (1.0, 1.25, 2.0)},
-    "B": {"device": "GE Lunar", "female": 0.55, "age": (57.0, 9.0), "exclusion": 0.35,
+    "B": {"device": "GE Lunar", "female": 0.65, "age": (65.0, 9.0), "exclusion": 0.35,
           "protocols": {"chest": 0.7, "abdomen": 0.2, "chest_abdomen": 0.1},
           "vendors": {"Siemens": 0.2, "GE": 0.6, "Philips": 0.2}, "slices": (1.25, 2.0, 3.0)},
-    "C": {"device": "MEDIX", "female": 0.50, "age": (51.0, 9.0), "exclusion": 0.05,
+    "C": {"device": "MEDIX", "female": 0.40, "age": (46.0, 8.0), "exclusion": 0.05,
           "protocols": {"chest": 0.05, "abdomen": 0.6, "chest_abdomen": 0.35},
           "vendors": {"Siemens": 0.2, "GE": 0.2, "Philips": 0.6}, "slices": (1.0, 2.0, 3.0)},
     "D": {"device": "Hologic", "female": 0.72, "age": (70.0, 9.0), "exclusion": 0.48,
@@ -171,7 +171,7 @@ def sample_patient(rng: np.random.Generator, patient_id: str, site: str, device_
     peak = 180.0 if female else 185.0
     loss = (1.3 * (age - 40) + (1.8 * np.clip(age - 50, 0, 12) if female else 0.0)) if age > 40 else 0.0
     vbmd_patient = float(np.clip(peak - loss + rng.normal(0.0, 24.0), 25.0, 280.0))
-    fat = float(np.clip(0.30 + 0.006 * (age - 40) + 0.0015 * (140.0 - vbmd_patient) + rng.normal(0, 0.08),
+    fat = float(np.clip(0.30 + 0.006 * (age - 40) + 0.0015 * (140.0 - vbmd_patient) + rng.normal(0, 0.11),
                         0.1, 0.9))
     fat = _MEAN_FAT + marrow_fat_confound * (fat - _MEAN_FAT)
     cortical = float(np.clip(rng.normal(0.85 - 0.006 * (age - 40), 0.12), 0.3, 1.0))
@@ -190,7 +190,7 @@ def sample_patient(rng: np.random.Generator, patient_id: str, site: str, device_
         geometry = _size(level, size, rng)
         v = VertebraTruth(level=level, vbmd=vbmd,
                           texture_vbmd=_REF_VBMD + texture_signal * (vbmd - _REF_VBMD),
-                          fat_fraction=float(np.clip(fat + rng.normal(0, 0.03), 0.05, 0.95)),
+                          fat_fraction=float(np.clip(fat + marrow_fat_confound * rng.normal(0, 0.03), 0.05, 0.95)),
                           cortical_mm=float(np.clip(cortical + rng.normal(0, 0.05), 0.3, 1.0)), size=geometry)
         if level in LUMBAR_DXA_LEVELS:
             level_risk = {"L1": 0.7, "L2": 0.9, "L3": 1.2, "L4": 1.3}[level]

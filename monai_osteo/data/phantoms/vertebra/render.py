@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import fft as sfft
 from scipy import ndimage
+from scipy.special import erfinv
 
 from monai_osteo.data.phantoms.vertebra.biology import Patient, VertebraTruth
 from monai_osteo.data.phantoms.vertebra.levels import LEVELS, VERSE_LABELS
@@ -71,22 +72,27 @@ def _layout(patient: Patient, rng: np.random.Generator) -> list[dict]:
     return out[::-1]
 
 
-def _band_pass(rng, shape, spacing, frame, scale_mm: float, anisotropy: float) -> np.ndarray:
-    """Unit-variance anisotropic band-pass field on a world grid; longer correlation along the vertebra's axis."""
+def _band_pass(rng, shape, spacing, frame, bands) -> list[np.ndarray]:
+    """Unit-variance band-pass fields on a world grid from one white noise, one per ``(scale_mm, anisotropy)``.
+
+    Correlation is ``anisotropy`` times longer along the vertebra's height axis (``frame[:, 2]``) than across.
+    """
     noise = rng.standard_normal(shape, dtype=np.float32)
     spec = sfft.rfftn(noise, workers=1)
     ks = [sfft.fftfreq(n, d) for n, d in zip(shape[:-1], spacing[:-1])] + [sfft.rfftfreq(shape[-1], spacing[-1])]
     kx, ky, kz = np.meshgrid(*[2 * np.pi * k.astype(np.float32) for k in ks], indexing="ij", sparse=True)
-    # frequency components along the vertebra's width, depth and height axes
     f = [[float(x) for x in row] for row in frame]  # python floats keep the float32 arithmetic in float32
     ku = f[0][0] * kx + f[1][0] * ky + f[2][0] * kz
     kv = f[0][1] * kx + f[1][1] * ky + f[2][1] * kz
     kw = f[0][2] * kx + f[1][2] * ky + f[2][2] * kz
-    q = ku * ku + kv * kv + kw * kw * float(anisotropy) ** 2
-    lo, hi = float(scale_mm / 2.0) ** 2, float(scale_mm * 1.5) ** 2
-    spec *= np.exp(-0.5 * lo * q) - np.exp(-0.5 * hi * q)
-    field = sfft.irfftn(spec, s=shape, workers=1)
-    return field / max(float(field.std()), 1e-6)
+    across = ku * ku + kv * kv
+    fields = []
+    for scale_mm, anisotropy in bands:
+        q = across + kw * kw * float(anisotropy) ** 2
+        lo, hi = float(scale_mm / 2.0) ** 2, float(scale_mm * 1.5) ** 2
+        field = sfft.irfftn(spec * (np.exp(-0.5 * lo * q) - np.exp(-0.5 * hi * q)), s=shape, workers=1)
+        fields.append(field / max(float(field.std()), 1e-6))
+    return fields
 
 
 def _body(item: dict, grid: tuple, fine: tuple, rng: np.random.Generator, marrow_hu: float):
@@ -118,13 +124,14 @@ def _body(item: dict, grid: tuple, fine: tuple, rng: np.random.Generator, marrow
     depth = np.minimum(depth_side, depth_end)
     inside = (depth > 0) & ~notch
     # trabecular network: |f| < t with BV/TV = P(|f| < t) for a Gaussian field -> t from the inverse erf
+    # bone loss: spacing and vertical anisotropy grow, and resorption becomes patchy (millimetre-scale holes)
     x = float(np.clip((v.texture_vbmd - 40.0) / 160.0, 0.0, 1.0))
-    field = _band_pass(rng, fshape, fsp, item["frame"], 0.6 + 0.6 * (1 - x), 1.0 + 1.2 * (1 - x))
+    field, patches = _band_pass(rng, fshape, fsp, item["frame"], [(0.5 + 1.0 * (1 - x), 1.0 + 1.2 * (1 - x)),
+                                                                  (3.0, 1.0)])
     bvtv = float(np.clip(v.texture_vbmd / HU["bone_tissue"], 0.01, 0.6))
-    from scipy.special import erfinv
-
-    t = float(np.sqrt(2.0) * erfinv(bvtv))
-    bone = (np.abs(field) < t).astype(np.float32)
+    spread = 0.15 + 0.65 * (1 - x)
+    local = np.clip(bvtv * np.exp(spread * patches - spread * spread / 2), 0.002, 0.9)
+    bone = (np.abs(field) < np.sqrt(2.0) * erfinv(local)).astype(np.float32)
     trab = bone * HU["bone_tissue"] + (1 - bone) * marrow_hu + (v.vbmd - v.texture_vbmd)
     shell = depth < np.where(depth_end < depth_side, v.cortical_mm + 0.2, v.cortical_mm)
     hu = np.where(shell, HU["cortex"] * (0.75 + 0.25 * v.vbmd / 180.0), trab)
