@@ -86,7 +86,7 @@ def test_same_seed_same_bytes_whatever_the_workers(tmp_path):
     before = (a / "datalist.json").stat().st_mtime_ns
     assert ensure_vertebra_cohort(a, preset="tiny", patients=SMALL) == a / "datalist.json"
     assert (a / "datalist.json").stat().st_mtime_ns == before
-    ensure_vertebra_cohort(a, preset="tiny", patients=SMALL, device_bias_scale=0.0)
+    ensure_vertebra_cohort(a, preset="tiny", patients=SMALL, device_bias_scale=0.0, progress=False)
     assert json.loads((a / "cohort.json").read_text())["device_bias_scale"] == 0.0
 
 

@@ -13,6 +13,7 @@ import json
 
 import numpy as np
 import pytest
+
 from monai_osteo.data.phantoms.vertebra import generate_vertebra_cohort
 from monai_osteo.data.phantoms.vertebra.honesty import honesty_report, measure_vertebrae
 from tests.transforms.test_texture import check_oracle

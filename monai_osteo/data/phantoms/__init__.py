@@ -1,4 +1,4 @@
-"""Deterministic phantom cohorts, the embedded datasets of the bundles: hand radiographs, skin, fluorescence, vertebral CT."""
+"""Deterministic phantom cohorts, the bundles' embedded datasets: hand radiographs, skin, fluorescence, vertebral CT."""
 
 from monai_osteo.data.labels import BONE_LABELS
 from monai_osteo.data.phantoms.anatomy import place_hand

@@ -1,4 +1,4 @@
-"""Command line: ``python -m monai_osteo.data.phantoms {hand|skin|fluorescence|vertebra} --out DIR [--preset P] ...``."""
+"""Command line: ``python -m monai_osteo.data.phantoms {hand|skin|fluorescence|vertebra} --out DIR [--preset P]``."""
 
 from __future__ import annotations
 

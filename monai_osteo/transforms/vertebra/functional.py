@@ -160,7 +160,8 @@ def vertebra_geometries(label_map: np.ndarray, affine: np.ndarray, labels: Seque
     return out
 
 
-def roi_affine(centre: np.ndarray, axes: np.ndarray, roi_size: Sequence[int], roi_spacing: Sequence[float]) -> np.ndarray:
+def roi_affine(centre: np.ndarray, axes: np.ndarray, roi_size: Sequence[int],
+               roi_spacing: Sequence[float]) -> np.ndarray:
     """4x4 affine of a ROI grid of ``roi_size`` voxels of ``roi_spacing`` mm centred on ``centre`` along ``axes``."""
     size = np.asarray(roi_size, dtype=np.float64)
     sp = np.asarray(roi_spacing, dtype=np.float64)
@@ -172,7 +173,8 @@ def roi_affine(centre: np.ndarray, axes: np.ndarray, roi_size: Sequence[int], ro
 
 def extract_vertebra_roi(image: torch.Tensor | np.ndarray, affine: np.ndarray, geometry: VertebraGeometry,
                          roi_size: Sequence[int], roi_spacing: Sequence[float], mode: str = "bilinear",
-                         pad_value: float = -1024.0, with_mask: bool = True, aligned: bool = True) -> tuple[torch.Tensor, torch.Tensor | None, np.ndarray]:
+                         pad_value: float = -1024.0, with_mask: bool = True,
+                         aligned: bool = True) -> tuple[torch.Tensor, torch.Tensor | None, np.ndarray]:
     """Resample one vertebra-aligned ROI (and its body mask) with MONAI ``SpatialResample``.
 
     Args:
@@ -188,8 +190,9 @@ def extract_vertebra_roi(image: torch.Tensor | np.ndarray, affine: np.ndarray, g
     Returns:
         the ROI (C, *roi_size) float32, the body mask (1, *roi_size) uint8 or None, and the ROI affine.
     """
-    img = torch.as_tensor(np.asarray(image) if not isinstance(image, torch.Tensor) else image.as_tensor()
-                          if isinstance(image, MetaTensor) else image, dtype=torch.float32)
+    if isinstance(image, MetaTensor):
+        image = image.as_tensor()
+    img = torch.as_tensor(image if isinstance(image, torch.Tensor) else np.asarray(image), dtype=torch.float32)
     if img.ndim == 3:
         img = img[None]
     affine = np.asarray(affine, dtype=np.float64)

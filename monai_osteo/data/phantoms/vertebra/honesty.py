@@ -44,7 +44,7 @@ def measure_vertebrae(datalist: str | Path, splits=("training", "validation", "t
     loader = LoadCTd(keys=("image", "vertebrae"), label_keys=("vertebrae",))
     glcm = GLCMTextureMap(features=TEXTURE_FEATURES, kernel_radius=1, bin_width=25.0)
     out = []
-    for pid, recs in by_patient.items():
+    for recs in by_patient.values():
         x = loader({"image": str(path.parent / recs[0]["image"]), "vertebrae": str(path.parent / recs[0]["vertebrae"])})
         extractor = ExtractVertebraROI(roi_size, roi_spacing, levels=[r["level"] for r in recs])
         rois = {roi.meta["level"]: (roi, mask) for roi, mask in extractor(x["image"], x["vertebrae"])}
