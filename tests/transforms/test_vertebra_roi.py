@@ -78,7 +78,7 @@ def test_resampling_matches_a_map_coordinates_oracle():
     rot = Rotation.from_euler("xyz", (18, -7, 4), degrees=True).as_matrix()
     hu, lab, affine = _box(rot, (0.0, 0.0, 0.0), (40.0, 28.0, 22.0))
     hu = hu + np.random.default_rng(0).normal(0, 20, hu.shape).astype(np.float32)
-    t = ExtractVertebraROI(roi_size=(24, 20, 16), roi_spacing=(1.5, 1.5, 1.5), body_opening_mm=0)
+    t = ExtractVertebraROI(roi_size=(24, 20, 16), roi_spacing=(1.5, 1.5, 1.5), body_opening_mm=0, anti_aliasing=False)
     roi, _ = t(MetaTensor(torch.as_tensor(hu)[None], affine=torch.as_tensor(affine)), lab, level=20)
     dst = roi.meta["affine"].numpy()
     (geo,) = vertebra_geometries(lab, affine, body_opening_mm=0)

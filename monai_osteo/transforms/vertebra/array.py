@@ -59,6 +59,8 @@ class ExtractVertebraROI(Transform):
         keep_problematic: also return ROIs of cut / small vertebrae (flagged in ``problems``).
         aligned: False resamples an axis-aligned ROI (patient axes) centred on the body.
         pad_value: value outside the CT (HU of air).
+        anti_aliasing: smooth the CT where the ROI is coarser than it before sampling (see
+            :func:`~monai_osteo.transforms.vertebra.functional.extract_vertebra_roi`).
 
     Example::
 
@@ -69,9 +71,10 @@ class ExtractVertebraROI(Transform):
     backend = [TransformBackends.TORCH, TransformBackends.NUMPY]
 
     def __init__(self, roi_size: Sequence[int] | int = 32, roi_spacing: Sequence[float] | float = 1.5,
-                 body_opening_mm: float = 5.0, min_body_mm3: float = 2000.0, max_tilt_deg: float = 40.0,
+                 body_opening_mm: float = 5.0, min_body_mm3: float = 1000.0, max_tilt_deg: float = 40.0,
                  label_names: Mapping[int, str] | None = None, levels: Sequence[str | int] | None = None,
-                 keep_problematic: bool = False, aligned: bool = True, pad_value: float = -1024.0) -> None:
+                 keep_problematic: bool = False, aligned: bool = True, pad_value: float = -1024.0,
+                 anti_aliasing: bool = True) -> None:
         self.roi_size = tuple(int(s) for s in np.broadcast_to(roi_size, (3,)))
         self.roi_spacing = tuple(float(s) for s in np.broadcast_to(roi_spacing, (3,)))
         if min(self.roi_size) < 1 or min(self.roi_spacing) <= 0:
@@ -88,6 +91,7 @@ class ExtractVertebraROI(Transform):
         self.keep_problematic = keep_problematic
         self.aligned = aligned
         self.pad_value = float(pad_value)
+        self.anti_aliasing = anti_aliasing
 
     def _value(self, level: str | int) -> int:
         if isinstance(level, str) and not level.lstrip("-").isdigit():
@@ -147,7 +151,8 @@ class ExtractVertebraROI(Transform):
     def _roi(self, vol, affine: np.ndarray, geo: VertebraGeometry, source: str, skipped: list[str]):
         data = vol.as_tensor() if isinstance(vol, MetaTensor) else torch.as_tensor(vol)
         roi, mask, dst = extract_vertebra_roi(data, affine, geo, self.roi_size, self.roi_spacing,
-                                              pad_value=self.pad_value, aligned=self.aligned)
+                                              pad_value=self.pad_value, aligned=self.aligned,
+                                              anti_aliasing=self.anti_aliasing)
         name = self.names.get(geo.label, str(geo.label))
         meta = {"affine": torch.as_tensor(dst), "original_affine": torch.as_tensor(affine), "level": name,
                 "label_value": int(geo.label), "position": LEVELS.index(name) + 1 if name in LEVELS else 0,

@@ -27,7 +27,7 @@ class ExtractVertebraROId(MapTransform):
         mask_key: output key of the ROI's body mask.
         level_key: record key naming the vertebra to extract (None: every vertebra).
         roi_size, roi_spacing, body_opening_mm, min_body_mm3, max_tilt_deg, label_names, levels,
-        keep_problematic, aligned, pad_value: as :class:`ExtractVertebraROI`.
+        keep_problematic, aligned, pad_value, anti_aliasing: as :class:`ExtractVertebraROI`.
         allow_missing_keys: don't raise for missing keys.
     """
 
@@ -36,15 +36,15 @@ class ExtractVertebraROId(MapTransform):
     def __init__(self, keys: KeysCollection, label_key: str = "vertebrae", mask_key: str = "mask",
                  level_key: str | None = "level", roi_size: Sequence[int] | int = 32,
                  roi_spacing: Sequence[float] | float = 1.5, body_opening_mm: float = 5.0,
-                 min_body_mm3: float = 2000.0, max_tilt_deg: float = 40.0, label_names: Mapping[int, str] | None = None,
+                 min_body_mm3: float = 1000.0, max_tilt_deg: float = 40.0, label_names: Mapping[int, str] | None = None,
                  levels: Sequence[str | int] | None = None, keep_problematic: bool = False, aligned: bool = True,
-                 pad_value: float = -1024.0, allow_missing_keys: bool = False) -> None:
+                 pad_value: float = -1024.0, anti_aliasing: bool = True, allow_missing_keys: bool = False) -> None:
         super().__init__(keys, allow_missing_keys)
         self.label_key, self.mask_key, self.level_key = label_key, mask_key, level_key
         self.extractor = ExtractVertebraROI(roi_size, roi_spacing, body_opening_mm, min_body_mm3, max_tilt_deg,
-                                            label_names, levels, keep_problematic, aligned, pad_value)
+                                            label_names, levels, keep_problematic, aligned, pad_value, anti_aliasing)
         self.others = ExtractVertebraROI(roi_size, roi_spacing, body_opening_mm, min_body_mm3, max_tilt_deg,
-                                         label_names, levels, True, aligned, 0.0)
+                                         label_names, levels, True, aligned, 0.0, anti_aliasing)
 
     def __call__(self, data: Mapping[Hashable, object]):
         d = dict(data)

@@ -96,7 +96,7 @@ def _own_axes(points: np.ndarray, max_tilt_deg: float = 40.0) -> np.ndarray:
 
 
 def vertebra_geometries(label_map: np.ndarray, affine: np.ndarray, labels: Sequence[int] | None = None,
-                        body_opening_mm: float = 5.0, min_body_mm3: float = 2000.0,
+                        body_opening_mm: float = 5.0, min_body_mm3: float = 1000.0,
                         max_tilt_deg: float = 40.0) -> list[VertebraGeometry]:
     """Body centre, own axes and problems of every vertebra label in ``label_map``.
 
@@ -128,7 +128,6 @@ def vertebra_geometries(label_map: np.ndarray, affine: np.ndarray, labels: Seque
         if lab < 1 or lab > len(boxes) or boxes[lab - 1] is None:
             continue
         box = boxes[lab - 1]
-        cut = any(s.start == 0 or s.stop == n for s, n in zip(box, values.shape))
         crop = tuple(slice(max(s.start - pad, 0), min(s.stop + pad, n)) for s, n in zip(box, values.shape))
         mask = values[crop] == lab
         body = mask
@@ -138,10 +137,11 @@ def vertebra_geometries(label_map: np.ndarray, affine: np.ndarray, labels: Seque
             comps, n = ndimage.label(body)
             if n > 1:
                 body = comps == (1 + int(np.argmax(ndimage.sum_labels(body, comps, range(1, n + 1)))))
-        problems = []
-        if cut:
-            problems.append("cut by the field of view")
+        # cut = the body (not a process) reaches the volume's border: part of it is missing
+        start = np.array([s.start for s in crop])
         idx = np.argwhere(body)
+        cut = bool(len(idx)) and bool(np.any(idx + start == 0) or np.any(idx + start == np.array(values.shape) - 1))
+        problems = ["cut by the field of view"] if cut else []
         volume = float(len(idx) * np.prod(spacing))
         if len(idx) < 4:
             problems.append("no vertebral body left after removing the posterior elements")
@@ -150,7 +150,6 @@ def vertebra_geometries(label_map: np.ndarray, affine: np.ndarray, labels: Seque
             continue
         if volume < min_body_mm3:
             problems.append(f"too small ({volume:.0f} mm^3 < {min_body_mm3:.0f})")
-        start = np.array([s.start for s in crop])
         pts = (affine[:3, :3] @ (idx + start).T).T + affine[:3, 3]
         centre = pts.mean(axis=0)
         axes = _own_axes(pts, max_tilt_deg)
@@ -173,8 +172,8 @@ def roi_affine(centre: np.ndarray, axes: np.ndarray, roi_size: Sequence[int],
 
 def extract_vertebra_roi(image: torch.Tensor | np.ndarray, affine: np.ndarray, geometry: VertebraGeometry,
                          roi_size: Sequence[int], roi_spacing: Sequence[float], mode: str = "bilinear",
-                         pad_value: float = -1024.0, with_mask: bool = True,
-                         aligned: bool = True) -> tuple[torch.Tensor, torch.Tensor | None, np.ndarray]:
+                         pad_value: float = -1024.0, with_mask: bool = True, aligned: bool = True,
+                         anti_aliasing: bool = True) -> tuple[torch.Tensor, torch.Tensor | None, np.ndarray]:
     """Resample one vertebra-aligned ROI (and its body mask) with MONAI ``SpatialResample``.
 
     Args:
@@ -186,6 +185,10 @@ def extract_vertebra_roi(image: torch.Tensor | np.ndarray, affine: np.ndarray, g
         pad_value: value outside the volume (air, -1024 HU).
         with_mask: also resample the geometry's body mask (nearest neighbour).
         aligned: False keeps the patient axes (an axis-aligned ROI centred on the body).
+        anti_aliasing: where the ROI is coarser than the CT along an axis, Gaussian-smooth the CT first
+            (sigma = (roi spacing / CT spacing - 1) / 2 voxels, as ``skimage.transform.resize``), so a ROI voxel
+            holds the mean of its volume rather than a point sample: its noise and texture do not depend on the
+            CT's resolution. (MONAI's ``SpatialResample`` samples without it.)
 
     Returns:
         the ROI (C, *roi_size) float32, the body mask (1, *roi_size) uint8 or None, and the ROI affine.
@@ -210,7 +213,14 @@ def extract_vertebra_roi(image: torch.Tensor | np.ndarray, affine: np.ndarray, g
     if min(b - a for a, b in zip(lo, hi)) == 0:  # the ROI lies outside the volume
         roi = torch.full((img.shape[0], *roi_size), float(pad_value))
     else:
-        src = MetaTensor(img[(slice(None), *sl)] - pad_value, affine=torch.as_tensor(crop_aff))
+        block = img[(slice(None), *sl)]
+        if anti_aliasing:
+            ratio = float(np.min(roi_spacing)) / _spacing(affine)
+            sigma = np.maximum((ratio - 1.0) / 2.0, 0.0)
+            if np.any(sigma > 0):
+                block = torch.as_tensor(np.stack([ndimage.gaussian_filter(c, sigma, mode="nearest")
+                                                  for c in block.numpy()]))
+        src = MetaTensor(block - pad_value, affine=torch.as_tensor(crop_aff))
         roi = resample(src, dst_affine=torch.as_tensor(dst), spatial_size=tuple(roi_size)).as_tensor() + pad_value
     mask = None
     if with_mask and geometry.body is not None:

@@ -211,7 +211,7 @@ def sample_patient(rng: np.random.Generator, patient_id: str, site: str, device_
     slice_mm = float(rng.choice(slices or s["slices"]))
     return Patient(patient_id=patient_id, site=site, device=s["device"], sex="F" if female else "M", age=age,
                    size_factor=size, protocol=protocol, vendor=vendor,
-                   hu_gain=float(1.0 + g0 + rng.normal(0, 0.01)), hu_offset=float(o0 + rng.normal(0, 4.0)),
+                   hu_gain=float(1.0 + g0 + rng.normal(0, 0.02)), hu_offset=float(o0 + rng.normal(0, 12.0)),
                    inplane_mm=float(rng.uniform(*inplane_mm)), slice_mm=slice_mm,
                    psf_mm=float(rng.uniform(0.3, 0.8)),
                    noise_hu=float(np.clip(12.0 + 14.0 * (size - 0.9) / 0.3 + rng.normal(0, 4.0), 12.0, 35.0)),

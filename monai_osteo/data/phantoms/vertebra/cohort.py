@@ -37,7 +37,7 @@ VERTEBRA_PRESETS = {
     "tiny": {"patients": {"A": (8, 2, 4), "B": (5, 1, 3), "C": (4, 1, 2), "D": (0, 0, 4)},
              "inplane_mm": (1.0, 1.2), "slices": (2.0, 3.0), "fine_mm": 0.6},
     "quick": {"patients": {"A": (60, 10, 30), "B": (40, 8, 16), "C": (24, 6, 12), "D": (0, 0, 20)},
-              "inplane_mm": (0.7, 0.9), "slices": None, "fine_mm": 0.5},
+              "inplane_mm": (0.8, 1.0), "slices": (1.25, 2.0, 3.0), "fine_mm": 0.6},
     "paper": {"patients": {"A": (1330, 226, 669), "B": (683, 112, 325), "C": (217, 36, 106), "D": (0, 0, 193)},
               "inplane_mm": (0.6, 0.9), "slices": None, "fine_mm": 0.3},
 }
@@ -49,7 +49,7 @@ def write_nifti(path: Path, array: np.ndarray, affine: np.ndarray) -> None:
     img.header.set_xyzt_units("mm")
     img.header.set_qform(affine, code=1)
     img.header.set_sform(affine, code=1)
-    data = gzip.compress(img.to_bytes(), compresslevel=6, mtime=0)
+    data = gzip.compress(img.to_bytes(), compresslevel=1, mtime=0)  # level 1: 3x faster, ~10% larger on noisy CT
     atomic_write(path, lambda f: f.write(data))
 
 

@@ -3,7 +3,8 @@
 ``python -m monai_osteo.data.phantoms.vertebra.honesty DIR`` measures, from the CT volumes and label maps
 (through the same ``LoadCTd`` → ``ExtractVertebraROId`` path a bundle uses), per labelled vertebra: the
 mean HU of the eroded trabecular body (the Pickhardt-style opportunistic baseline) and the mean GLCM
-texture maps there; then AUCs of the baseline, of texture + mean HU (cross-validated logistic regression),
+texture maps there (mean and standard deviation of each map over the body); then AUCs of the baseline, of
+texture + mean HU (cross-validated logistic regression),
 of geometry for the level, and the label disagreement between devices. Tests assert bands on these figures
 with controls that can fail (``texture_signal=0``, ``device_bias_scale=0``, shuffled labels).
 """
@@ -21,7 +22,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-__all__ = ["TEXTURE_FEATURES", "device_disagreement", "honesty_report", "measure_vertebrae"]
+__all__ = ["TEXTURE_FEATURES", "device_disagreement", "honesty_report", "level_identifiability", "measure_vertebrae"]
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +42,7 @@ def measure_vertebrae(datalist: str | Path, splits=("training", "validation", "t
     for split in splits:
         for r in data.get(split, []):
             by_patient[r["patient_id"]].append(r)
+    labelled = all(r.get("labeled", False) for recs in by_patient.values() for r in recs)
     loader = LoadCTd(keys=("image", "vertebrae"), label_keys=("vertebrae",))
     glcm = GLCMTextureMap(features=TEXTURE_FEATURES, kernel_radius=1, bin_width=25.0)
     out = []
@@ -58,10 +60,11 @@ def measure_vertebrae(datalist: str | Path, splits=("training", "validation", "t
             hu = roi[0].numpy()
             rec = {**r, "mean_hu": float(hu[trab].mean()), "sd_hu": float(hu[trab].std()),
                    "extent_mm": roi.meta["extent_mm"], "body_volume_mm3": roi.meta["body_volume_mm3"]}
-            if texture:
+            if texture and labelled:
                 maps = glcm(torch.as_tensor(hu)[None], mask=torch.as_tensor(trab)[None])
-                for name, m in zip(TEXTURE_FEATURES, maps):
+                for name, m in zip(TEXTURE_FEATURES, maps):  # each map's level and its heterogeneity in the body
                     rec[name] = float(np.nanmean(m.numpy()[trab]))
+                    rec[name + "_sd"] = float(np.nanstd(m.numpy()[trab]))
             out.append(rec)
     return out
 
@@ -107,7 +110,8 @@ def honesty_report(measured: list[dict], seed: int = 0) -> dict:
     rep = {"vertebrae": len(measured), "prevalence": float(y.mean()),
            "mean_hu_auc": float(roc_auc_score(y, -hu))}
     if "Contrast" in measured[0]:
-        tex = np.array([[r[f] for f in TEXTURE_FEATURES] for r in measured])
+        tex = np.array([[r[f] for f in TEXTURE_FEATURES] + [r[f + "_sd"] for f in TEXTURE_FEATURES]
+                        for r in measured])
         rep["mean_hu_cv_auc"] = _cv_auc(hu[:, None], y, seed)
         rep["texture_cv_auc"] = _cv_auc(np.column_stack([hu, tex]), y, seed)
         rep["texture_gain"] = rep["texture_cv_auc"] - rep["mean_hu_cv_auc"]
@@ -117,10 +121,27 @@ def honesty_report(measured: list[dict], seed: int = 0) -> dict:
     onehot = np.eye(3)[dev]
     rep["device_only_cv_auc"] = _cv_auc(onehot, y, seed) if len(set(dev)) > 1 else 0.5
     rep["device_disagreement"] = device_disagreement(measured)
+    return rep
+
+
+def level_identifiability(measured: list[dict], seed: int = 0) -> dict:
+    """How well body geometry alone (extents, volume) tells thoracic from lumbar and L1-L4 apart (CV)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
     geo = np.array([[*r["extent_mm"], r["body_volume_mm3"] ** (1 / 3)] for r in measured])
-    thoracic = np.array([r["level"].startswith("T") for r in measured])
+    levels = np.array([r["level"] for r in measured])
+    thoracic = np.array([lv.startswith("T") for lv in levels]).astype(int)
+    rep = {"vertebrae": len(measured)}
+    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
+    cv = StratifiedKFold(5, shuffle=True, random_state=seed)
     if 0 < thoracic.sum() < len(thoracic):
-        rep["geometry_thoracic_vs_lumbar_cv_auc"] = _cv_auc(geo, thoracic.astype(int), seed)
+        rep["thoracic_vs_lumbar_accuracy"] = float(cross_val_score(model, geo, thoracic, cv=cv).mean())
+    lumbar = np.isin(levels, ["L1", "L2", "L3", "L4"])
+    if len(set(levels[lumbar])) == 4:
+        rep["l1_to_l4_accuracy"] = float(cross_val_score(model, geo[lumbar], levels[lumbar], cv=cv).mean())
     return rep
 
 
@@ -129,10 +150,22 @@ def main(argv: list[str] | None = None) -> int:
                                      description="Measure a phantom vertebral-CT cohort's honesty figures.")
     parser.add_argument("cohort", help="folder holding datalist.json")
     parser.add_argument("--no-texture", action="store_true", help="skip the GLCM texture features")
+    parser.add_argument("--levels", action="store_true",
+                        help="also measure level identifiability on the pre-training vertebrae (every level)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    measured = measure_vertebrae(Path(args.cohort) / "datalist.json", texture=not args.no_texture)
-    print(json.dumps(honesty_report(measured), indent=1))
+    path = Path(args.cohort) / "datalist.json"
+    measured = measure_vertebrae(path, texture=not args.no_texture)
+    report = {"all": honesty_report(measured)}
+    for site in sorted({r["site"] for r in measured}):
+        recs = [r for r in measured if r["site"] == site]
+        if len({r["label"] for r in recs}) == 2:
+            report[site] = {k: v for k, v in honesty_report(recs).items() if k in (
+                "vertebrae", "prevalence", "mean_hu_auc", "device_disagreement")}
+            report[site]["per_patient"] = len(recs) / len({r["patient_id"] for r in recs})
+    if args.levels:
+        report["levels"] = level_identifiability(measure_vertebrae(path, splits=("unlabeled",), texture=False))
+    print(json.dumps(report, indent=1))
     return 0
 
 

@@ -28,8 +28,8 @@ __all__ = ["HU", "RenderedCT", "render_patient"]
 #: tissue CT numbers (HU) before the scanner's calibration
 HU = {"fat": -90.0, "muscle": 50.0, "blood": 40.0, "disc": 80.0, "csf": 15.0, "bone_tissue": 1100.0,
       "cortex": 900.0, "red_marrow": 40.0, "fat_marrow": -100.0, "posterior": 320.0, "osteophyte": 650.0}
-_FOV_X = (-38.0, 38.0)  # mm, left-right extent of the field of view (centred on the spine)
-_FOV_Y = (-75.0, 38.0)  # mm, posterior -> anterior
+_FOV_X = (-35.0, 35.0)  # mm, left-right extent of the field of view (centred on the spine)
+_FOV_Y = (-68.0, 34.0)  # mm, posterior -> anterior
 
 
 @dataclass
@@ -127,10 +127,14 @@ def _body(item: dict, grid: tuple, fine: tuple, rng: np.random.Generator, marrow
     # bone loss: spacing and vertical anisotropy grow, and resorption becomes patchy (millimetre-scale holes)
     x = float(np.clip((v.texture_vbmd - 40.0) / 160.0, 0.0, 1.0))
     field, patches = _band_pass(rng, fshape, fsp, item["frame"], [(0.5 + 1.0 * (1 - x), 1.0 + 1.2 * (1 - x)),
-                                                                  (3.0, 1.0)])
+                                                                  (2.5, 1.0)])
     bvtv = float(np.clip(v.texture_vbmd / HU["bone_tissue"], 0.01, 0.6))
-    spread = 0.15 + 0.65 * (1 - x)
-    local = np.clip(bvtv * np.exp(spread * patches - spread * spread / 2), 0.002, 0.9)
+    # patchy resorption: millimetre-scale BV/TV swings whose size in HU grows as bone is lost (marrow-only holes
+    # where they reach zero), rescaled so the body's mean BV/TV (hence its mean HU) is kept
+    amplitude = (25.0 + 85.0 * (1 - x)) / HU["bone_tissue"]
+    local = np.clip(bvtv + amplitude * patches, 0.0, 0.9)
+    local *= bvtv / max(float(local[inside].mean()) if inside.any() else bvtv, 1e-6)
+    local = np.clip(local, 0.0, 0.9)
     bone = (np.abs(field) < np.sqrt(2.0) * erfinv(local)).astype(np.float32)
     trab = bone * HU["bone_tissue"] + (1 - bone) * marrow_hu + (v.vbmd - v.texture_vbmd)
     shell = depth < np.where(depth_end < depth_side, v.cortical_mm + 0.2, v.cortical_mm)
@@ -201,10 +205,10 @@ def render_patient(patient: Patient, rng: np.random.Generator, fine_mm: float = 
     zs = [it["centre"][2] for it in items]
     z_lo = min(zs) - items[-1]["size"][2] / 2 - items[-1]["disc_above"] - 4.0
     z_hi = max(zs) + items[0]["size"][2] / 2 + items[0]["disc_above"] + 4.0
-    y_mid = float(np.mean([it["centre"][1] for it in items]))
-    origin = np.array([_FOV_X[0], y_mid + _FOV_Y[0], z_lo])
+    ys = [it["centre"][1] for it in items]  # the spinal curve moves bodies antero-posteriorly
+    origin = np.array([_FOV_X[0], min(ys) + _FOV_Y[0], z_lo])
     shape = tuple(int(np.ceil(e / s)) for e, s in
-                  zip((_FOV_X[1] - _FOV_X[0], _FOV_Y[1] - _FOV_Y[0], z_hi - z_lo), sp))
+                  zip((_FOV_X[1] - _FOV_X[0], _FOV_Y[1] - _FOV_Y[0] + max(ys) - min(ys), z_hi - z_lo), sp))
     k = tuple(max(1, int(np.ceil(s / fine_mm - 1e-6))) for s in sp)
     grid = (origin, sp, shape, k)
     voxel = float(np.mean(sp))
