@@ -3,8 +3,8 @@ its texture carries BMD information only when the switch says so.
 
 Three cohorts of the tiny preset's resolution (sites A-C, 30 patients each, abdominal CT so L1-L4 are all in view,
 no DXA exclusions: 360 labelled vertebrae), identical but for the switches (default; ``marrow_fat_confound=0``;
-``marrow_fat_confound=0`` and ``texture_signal=0``), are measured through the bundle's own path (``LoadCTd`` -> ``ExtractVertebraROI`` -> eroded body -> mean HU, GLCM maps). Figures print with
-``pytest -s``.
+``marrow_fat_confound=0`` and ``texture_signal=0``), are measured through the bundle's own path (``LoadCTd`` ->
+``ExtractVertebraROI`` -> eroded body -> mean HU, GLCM maps). Figures print with ``pytest -s``.
 """
 
 from __future__ import annotations
