@@ -6,7 +6,8 @@ opening + largest component on each vertebra's crop, own axes (kurtosis-minimal 
 ``SpatialResample`` of a crop onto each 32³ @ 1.5 mm ROI + body mask. Peer, the loop a user would write with
 scipy alone: per label, a whole-volume mask, ``argwhere`` + PCA axes, ``ndimage.map_coordinates`` (trilinear) of
 the ROI from the whole volume and of the mask (nearest) — no body separation (it does less). Each contender runs
-in its own process to measure its peak memory (max RSS above the loaded volume); times are medians of rounds.
+in its own process: peak memory = high-water RSS of its first call above the RSS before it (imports and the float32
+volume both need are made first); times are medians of the following rounds.
 
 Run (state the thread count)::
 
@@ -19,7 +20,6 @@ from __future__ import annotations
 import argparse
 import multiprocessing as mp
 import os
-import resource
 import sys
 import tempfile
 import time
@@ -52,20 +52,30 @@ def make_ct(folder: str) -> tuple[str, str, str]:
     return tuple(paths)
 
 
-def ours(vol, lab, affine):
+def prepare_ours(vol, affine):
     from monai.data import MetaTensor
 
+    import monai_osteo.transforms.vertebra  # noqa: F401  (imports outside the measurement)
+
+    return MetaTensor(torch.as_tensor(vol, dtype=torch.float32)[None], affine=torch.as_tensor(affine))
+
+
+def ours(img, lab, affine):
     from monai_osteo.transforms.vertebra import ExtractVertebraROI
 
-    img = MetaTensor(torch.as_tensor(vol, dtype=torch.float32)[None], affine=torch.as_tensor(affine))
     return len(ExtractVertebraROI(32, 1.5, keep_problematic=True)(img, lab))
 
 
-def peer(vol, lab, affine):
+def prepare_peer(vol, affine):
+    import scipy.ndimage  # noqa: F401
+
+    return vol.astype(np.float32)
+
+
+def peer(img, lab, affine):
     from scipy import ndimage
 
     n = 0
-    img = vol.astype(np.float32)
     for value in np.unique(lab)[1:]:
         mask = lab == value
         idx = np.argwhere(mask)
@@ -82,18 +92,28 @@ def peer(vol, lab, affine):
     return n
 
 
+def _status(key: str) -> float:
+    """``VmRSS`` / ``VmHWM`` of this process in MiB (Linux)."""
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) / 1024 for line in f if line.startswith(key))
+
+
 def _child(name, paths, threads, rounds, queue):
     torch.set_num_threads(threads)
     vol, lab, affine = (np.load(p) for p in paths)
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    fn = {"ours": ours, "peer": peer}[name]
+    prepare, fn = {"ours": (prepare_ours, ours), "peer": (prepare_peer, peer)}[name]
+    img = prepare(vol, affine)  # imports and the float32 volume both need, outside the measurement
+    before = _status("VmRSS")
+    with open("/proc/self/clear_refs", "w") as f:  # reset the high-water mark (VmHWM) to the current RSS
+        f.write("5")
+    count = fn(img, lab, affine)  # first call: its peak is the extraction's memory
+    peak = _status("VmHWM") - before
     times = []
-    for _ in range(rounds + 1):
+    for _ in range(rounds):
         start = time.perf_counter()
-        count = fn(vol, lab, affine)
+        count = fn(img, lab, affine)
         times.append(time.perf_counter() - start)
-    peak = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024
-    queue.put((float(np.median(times[1:])), count, peak))
+    queue.put((float(np.median(times)), count, peak))
 
 
 def main() -> None:
@@ -115,7 +135,7 @@ def main() -> None:
             proc.join()
     for name, (t, count, peak) in results.items():
         print(f"{name}: {count} vertebrae in {t:.3f} s ({t / max(count, 1) * 1000:.0f} ms each), "
-              f"peak memory +{peak:.0f} MiB above the loaded volume")
+              f"peak memory +{peak:.0f} MiB")
     print(f"ratio (peer time / ours): {results['peer'][0] / results['ours'][0]:.2f}x; "
           f"peak memory ours / peer: {results['ours'][2] / max(results['peer'][2], 1e-9):.2f}")
 

@@ -128,11 +128,13 @@ class ExtractVertebraROI(Transform):
             raise VertebraROIError(f"{source or 'the CT'}: the label map's shape {tuple(lab.shape)} differs from the "
                                    f"CT's {tuple(vol.shape[1:])}; resample the label map onto the CT grid "
                                    "(monai.transforms.ResampleToMatch(mode='nearest')).")
-        if np.any(lab != np.round(lab)):
+        if lab.dtype.kind == "f" and np.any(np.mod(lab, 1) != 0):
             raise VertebraROIError(f"{source or 'the label map'}: the label map holds non-integer values; it was "
                                    "probably resampled with linear interpolation, resample it with mode='nearest'.")
         wanted = [self._value(level)] if level is not None else self.levels
-        geos = vertebra_geometries(lab.astype(np.int32), affine, wanted, self.body_opening_mm, self.min_body_mm3,
+        if lab.dtype.kind not in "iu":  # float label maps (LoadCTd): the smallest integer type that holds them
+            lab = lab.astype(np.uint8 if lab.min() >= 0 and lab.max() < 256 else np.int32)
+        geos = vertebra_geometries(lab, affine, wanted, self.body_opening_mm, self.min_body_mm3,
                                    self.max_tilt_deg)
         if level is not None:
             name = self.names.get(wanted[0], str(wanted[0]))

@@ -118,8 +118,8 @@ def vertebra_geometries(label_map: np.ndarray, affine: np.ndarray, labels: Seque
         raise ValueError(f"label_map must be 3-D (X, Y, Z), got shape {label_map.shape}.")
     affine = np.asarray(affine, dtype=np.float64)
     spacing = _spacing(affine)
-    values = np.asarray(label_map, dtype=np.int64) if label_map.dtype.kind not in "iu" else label_map
-    boxes = ndimage.find_objects(values.astype(np.int64, copy=False) if values.dtype.kind == "u" else values)
+    values = label_map if label_map.dtype.kind in "iu" else label_map.astype(np.int32)  # no copy of integer maps
+    boxes = ndimage.find_objects(values)
     wanted = sorted({int(v) for v in labels}) if labels is not None else [
         i + 1 for i, b in enumerate(boxes) if b is not None]
     pad = int(np.ceil(2 * body_opening_mm / spacing.min())) + 1 if body_opening_mm > 0 else 1
