@@ -11,7 +11,7 @@ from monai.data import MetaTensor
 from monai.transforms import Transform
 from monai.utils import TransformBackends
 
-from monai_osteo.data.phantoms.vertebra.levels import LEVELS, VERSE_LABELS
+from monai_osteo.data.vertebra_labels import LEVELS, VERSE_LABELS
 from monai_osteo.transforms.vertebra.functional import VertebraGeometry, extract_vertebra_roi, vertebra_geometries
 
 __all__ = ["ExtractVertebraROI", "VertebraROIError"]

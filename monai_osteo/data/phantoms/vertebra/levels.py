@@ -1,4 +1,4 @@
-"""Vertebral levels: names, the paper's 18 position labels, label-map values and body geometry.
+"""Vertebral levels of the phantom: the convention (from ``monai_osteo.data.vertebra_labels``) and body geometry.
 
 Label-map convention: **VerSe** (Sekuboyina et al. 2021, the VerSe'19/'20 challenge; also what
 ``vertebrae_*`` masks of most tools can be mapped to): one integer per whole vertebra (body and posterior
@@ -16,6 +16,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from monai_osteo.data.vertebra_labels import LEVELS, LUMBAR_DXA_LEVELS, VERSE_LABELS, level_name, position_of
+
 __all__ = [
     "LEVELS",
     "LUMBAR_DXA_LEVELS",
@@ -26,32 +28,9 @@ __all__ = [
     "relabel_to_verse",
 ]
 
-#: the 18 levels the cohort and the position head know, cranial to caudal
-LEVELS = tuple([f"T{i}" for i in range(1, 13)] + [f"L{i}" for i in range(1, 7)])
-#: the levels DXA measures
-LUMBAR_DXA_LEVELS = ("L1", "L2", "L3", "L4")
-#: VerSe label value of each level (and of the cervical vertebrae, T13 and the sacrum)
-VERSE_LABELS = {**{f"C{i}": i for i in range(1, 8)}, **{f"T{i}": 7 + i for i in range(1, 13)},
-                **{f"L{i}": 19 + i for i in range(1, 7)}, "S1": 26, "T13": 28}
-_VERSE_NAMES = {v: k for k, v in VERSE_LABELS.items()}
-
 # width x depth x height of the vertebral body (mm) at a few levels (adult, averaged over sexes); linear between
 _GEOMETRY_ANCHORS = {"T1": (25.0, 15.0, 15.0), "T6": (30.0, 21.0, 19.0), "T12": (38.0, 28.0, 23.0),
                      "L1": (42.0, 30.0, 25.0), "L4": (48.0, 35.0, 27.0), "L6": (50.0, 35.0, 26.0)}
-
-
-def position_of(level: str) -> int:
-    """The paper's position label (1–18) of ``level`` ("T1" … "L6")."""
-    if level not in LEVELS:
-        raise ValueError(f"level must be one of {LEVELS}, got {level!r}.")
-    return LEVELS.index(level) + 1
-
-
-def level_name(verse_label: int) -> str:
-    """Name ("T7", "L2", …) of a VerSe label value."""
-    if int(verse_label) not in _VERSE_NAMES:
-        raise ValueError(f"{verse_label!r} is not a VerSe vertebra label (1-26, 28); see VERSE_LABELS.")
-    return _VERSE_NAMES[int(verse_label)]
 
 
 def body_size_mm(level: str) -> np.ndarray:
