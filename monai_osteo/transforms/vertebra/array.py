@@ -162,5 +162,5 @@ class ExtractVertebraROI(Transform):
                 "body_volume_mm3": geo.body_volume_mm3, "extent_mm": geo.extent_mm.tolist(),
                 "problems": list(geo.problems), "skipped": list(skipped), "source": source,
                 "spacing": np.asarray(self.roi_spacing)}
-        return (MetaTensor(roi.to(data.device if data.is_floating_point() else roi.device), meta=dict(meta)),
+        return (MetaTensor(roi.to(data.device), meta=dict(meta)),
                 MetaTensor(mask, meta=dict(meta)))

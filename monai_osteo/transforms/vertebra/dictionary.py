@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Hashable, Mapping, Sequence
 
+import numpy as np
+import torch
 from monai.config import KeysCollection
+from monai.data import MetaTensor
 from monai.transforms import MapTransform
 
-from monai_osteo.transforms.vertebra.array import ExtractVertebraROI
+from monai_osteo.transforms.vertebra.array import ExtractVertebraROI, VertebraROIError
+from monai_osteo.transforms.vertebra.functional import VertebraGeometry, extract_vertebra_roi
 
 __all__ = ["ExtractVertebraROId", "ExtractVertebraROID", "ExtractVertebraROIDict"]
 
@@ -43,8 +47,6 @@ class ExtractVertebraROId(MapTransform):
         self.label_key, self.mask_key, self.level_key = label_key, mask_key, level_key
         self.extractor = ExtractVertebraROI(roi_size, roi_spacing, body_opening_mm, min_body_mm3, max_tilt_deg,
                                             label_names, levels, keep_problematic, aligned, pad_value, anti_aliasing)
-        self.others = ExtractVertebraROI(roi_size, roi_spacing, body_opening_mm, min_body_mm3, max_tilt_deg,
-                                         label_names, levels, True, aligned, 0.0, anti_aliasing)
 
     def __call__(self, data: Mapping[Hashable, object]):
         d = dict(data)
@@ -60,14 +62,32 @@ class ExtractVertebraROId(MapTransform):
             out[ct_key], out[self.mask_key] = roi, mask
             if self.label_key != self.mask_key:
                 out.pop(self.label_key, None)
-            for key in keys[1:]:  # other volumes on the CT grid: same ROI, zero outside
-                out[key] = self.others(d[key], d[self.label_key], affine=roi.meta["original_affine"],
-                                       level=roi.meta["label_value"])[0]
+            for key in keys[1:]:  # other volumes on the CT grid: the CT ROI's geometry, zero outside
+                out[key] = self._same_roi(d[key], d[ct_key], roi, key)
             out["level"] = roi.meta["level"]
             out["position"] = roi.meta["position"]
             out["label_value"] = roi.meta["label_value"]
             outputs.append(out)
         return outputs[0] if single else outputs
+
+
+    def _same_roi(self, volume, ct, roi: MetaTensor, key) -> MetaTensor:
+        """Resample ``volume`` (on the CT's grid) on ``roi``'s grid, reusing its geometry (no second measurement)."""
+        data = volume.as_tensor() if isinstance(volume, MetaTensor) else torch.as_tensor(volume)
+        data = data if data.ndim == 4 else data[None]
+        if tuple(data.shape[1:]) != tuple(ct.shape[-3:]):
+            raise VertebraROIError(f"{key!r} has spatial shape {tuple(data.shape[1:])} but the CT has "
+                                   f"{tuple(ct.shape[-3:])}; every key must lie on the CT's grid.")
+        meta = roi.meta
+        geometry = VertebraGeometry(meta["label_value"], np.asarray(meta["centre_mm"]), np.asarray(meta["axes"]),
+                                    meta["body_volume_mm3"], np.asarray(meta["extent_mm"]),
+                                    "cut by the field of view" in meta["problems"], list(meta["problems"]))
+        t = self.extractor
+        values, _, _ = extract_vertebra_roi(data, np.asarray(meta["original_affine"]), geometry, t.roi_size,
+                                            t.roi_spacing, pad_value=0.0, with_mask=False, aligned=t.aligned,
+                                            anti_aliasing=t.anti_aliasing)
+        source = str(volume.meta.get("filename_or_obj", "")) if isinstance(volume, MetaTensor) else ""
+        return MetaTensor(values.to(data.device), meta={**meta, "skipped": [], "source": source})
 
 
 ExtractVertebraROID = ExtractVertebraROIDict = ExtractVertebraROId

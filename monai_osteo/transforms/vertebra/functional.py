@@ -219,7 +219,7 @@ def extract_vertebra_roi(image: torch.Tensor | np.ndarray, affine: np.ndarray, g
             sigma = np.maximum((ratio - 1.0) / 2.0, 0.0)
             if np.any(sigma > 0):
                 block = torch.as_tensor(np.stack([ndimage.gaussian_filter(c, sigma, mode="nearest")
-                                                  for c in block.numpy()]))
+                                                  for c in block.cpu().numpy()]), device=block.device)
         src = MetaTensor(block - pad_value, affine=torch.as_tensor(crop_aff))
         roi = resample(src, dst_affine=torch.as_tensor(dst), spatial_size=tuple(roi_size)).as_tensor() + pad_value
     mask = None

@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from monai_osteo.data.phantoms.vertebra.levels import LEVELS, LUMBAR_DXA_LEVELS
+from monai_osteo.data.phantoms.vertebra.levels import LEVELS, LUMBAR_DXA_LEVELS, body_size_mm
 
 __all__ = [
     "DEVICES",
@@ -199,7 +199,7 @@ def sample_patient(rng: np.random.Generator, patient_id: str, site: str, device_
             # Hologic-scale true aBMD: trabecular share (vBMD), cortical shell, bone size (depth), posterior elements
             # and a projection/soft-tissue accuracy error (shared by the patient's levels) that CT does not see
             bone = _YOUNG_ABMD[level] * (0.45 * v.vbmd / 182.0 + 0.35 * v.cortical_mm / 0.85 + 0.20) \
-                * (geometry[1] / float(_size_mean(level)[1])) ** 0.7 * dxa_accuracy
+                * (geometry[1] / float(body_size_mm(level)[1])) ** 0.7 * dxa_accuracy
             true = bone + v.osteophyte_abmd
             bmd, t = dxa_reading(true, s["device"], level, rng, device_bias_scale)
             v.dxa = {"abmd_bone": bone, "abmd_true": true, "bmd": bmd, "t_score": t,
@@ -218,11 +218,5 @@ def sample_patient(rng: np.random.Generator, patient_id: str, site: str, device_
                    vertebrae=vertebrae)
 
 
-def _size_mean(level: str) -> np.ndarray:
-    from monai_osteo.data.phantoms.vertebra.levels import body_size_mm
-
-    return body_size_mm(level)
-
-
 def _size(level: str, size: float, rng: np.random.Generator) -> np.ndarray:
-    return _size_mean(level) * size * np.exp(rng.normal(0.0, 0.05, size=3))
+    return body_size_mm(level) * size * np.exp(rng.normal(0.0, 0.05, size=3))
