@@ -1,4 +1,4 @@
-"""Screening metrics, subject aggregation and classical radiographic indices."""
+"""Screening metrics, subject and patient aggregation, vertebral CT evaluation and classical radiographic indices."""
 
 from monai_osteo.metrics.cortical_index import metacarpal_cortical_index
 from monai_osteo.metrics.quality import (
@@ -19,23 +19,35 @@ from monai_osteo.metrics.segmentation import (
 )
 from monai_osteo.metrics.subject import aggregate_subjects, subject_macro_f1
 from monai_osteo.metrics.subject_metric import SubjectMacroF1
+from monai_osteo.metrics.vertebra import (
+    aggregate_patients,
+    bmd_agreement,
+    paired_tests,
+    paper_metric_percent,
+    site_metrics,
+)
 
 __all__ = [
     "SubjectMacroF1",
     "QC_FLAGS",
     "ConsensusDiceMetric",
     "GEDMetric",
+    "aggregate_patients",
     "aggregate_subjects",
     "best_threshold",
+    "bmd_agreement",
     "consensus_labels",
     "describe_qc_flags",
     "generalized_energy_distance",
     "iou_distance",
     "metacarpal_cortical_index",
     "missing_bone_names",
+    "paired_tests",
+    "paper_metric_percent",
     "per_class_dice",
     "screening_metrics",
     "screening_qc_flags",
     "segmentation_confidence",
+    "site_metrics",
     "subject_macro_f1",
 ]

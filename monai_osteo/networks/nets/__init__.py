@@ -1,6 +1,7 @@
 """Networks: the multi-decoder OT U-Net of the hand paper and its deterministic mixture-mean export; the
 self-supervised ResNet network (SimCLR/SupCon/SwaV/VICReg heads, multi-crop), the BYOL/SimSiam/DINO network around
-the U-Net's ResNet encoder (MedSASS baselines) and the bone classifier."""
+the U-Net's ResNet encoder (MedSASS baselines) and the bone classifier; the vertebral osteoporosis network (ResNet
+encoder + device-aware mixture-of-experts multi-task head)."""
 
 from monai_osteo.networks.nets.bone_classifier import BoneClassifier
 from monai_osteo.networks.nets.linear_probe import LinearProbe
@@ -9,6 +10,7 @@ from monai_osteo.networks.nets.ot_unet import MixtureMeanUNet, MultiDecoderOTUNe
 from monai_osteo.networks.nets.resnet_unet import ResNetEncoder, ResNetUNet
 from monai_osteo.networks.nets.ssl_backbone import build_resnet_backbone
 from monai_osteo.networks.nets.ssl_net import SSLNetwork
+from monai_osteo.networks.nets.vertebra_net import VertebraNet, split_vertebra_output
 
 __all__ = ["BoneClassifier", "EncoderSSLNetwork", "LinearProbe", "MixtureMeanUNet", "MultiDecoderOTUNet",
-           "ResNetEncoder", "ResNetUNet", "SSLNetwork", "build_resnet_backbone"]
+           "ResNetEncoder", "ResNetUNet", "SSLNetwork", "VertebraNet", "build_resnet_backbone", "split_vertebra_output"]

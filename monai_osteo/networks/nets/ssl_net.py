@@ -72,6 +72,8 @@ class SSLNetwork(torch.nn.Module):
         num_prototypes: number of SwaV prototypes (``"swav"`` only).
         n_steps_frozen_prototypes: SwaV prototypes get no gradient before this step (``"swav"`` only; then
             ``forward`` needs ``step``).
+        widen_factor: channel-width multiplier of the ResNet (1: the standard widths; ``feature_dim`` follows it,
+            e.g. 128 for ResNet-34 at 0.25).
 
     Attributes:
         backbone: the encoder, (B, C, *spatial) -> (B, feature_dim).
@@ -91,6 +93,7 @@ class SSLNetwork(torch.nn.Module):
         projection_dim: int = 128,
         num_prototypes: int = 3000,
         n_steps_frozen_prototypes: int = 0,
+        widen_factor: float = 1.0,
     ):
         super().__init__()
         if method not in SSL_METHODS:
@@ -101,7 +104,11 @@ class SSLNetwork(torch.nn.Module):
             raise ValueError(f"num_prototypes must be >= 1, got {num_prototypes!r}.")
         self.method = method
         self.backbone, self.feature_dim = build_resnet_backbone(
-            backbone, spatial_dims=spatial_dims, in_channels=in_channels, conv1_t_stride=conv1_t_stride
+            backbone,
+            spatial_dims=spatial_dims,
+            in_channels=in_channels,
+            conv1_t_stride=conv1_t_stride,
+            widen_factor=widen_factor,
         )
         self.prototypes: SwaVPrototypes | None = None
         if method in ("simclr", "supcon"):
