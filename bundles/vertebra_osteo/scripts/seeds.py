@@ -1,0 +1,65 @@
+"""Run the vertebra_osteo bundle for several seeds and summarise: mean ± std per row, orderings over seeds.
+
+    python bundles/vertebra_osteo/scripts/seeds.py --seeds 0 1 2 --preset quick [--ablation moe.json ...]
+
+Each seed runs ``train.json`` (+ ``quick.json`` with ``--preset quick``, + each ``--ablation`` file of
+``configs/ablations``) into ``<runs>/<tag>_seed<k>`` (stages already done are skipped); the phantom cohort is the
+same for every seed (``--phantom_seed``), so seeds vary the training only. Then ``<runs>/<tag>_seeds.{json,md}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import subprocess
+import sys
+from pathlib import Path
+
+from monai_osteo.bundle.vertebra_report import seeds_markdown, summarise_seeds
+from monai_osteo.io import atomic_write_json, atomic_write_text
+
+BUNDLE = Path(__file__).resolve().parents[1]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--preset", default="quick", choices=["quick", "paper"])
+    ap.add_argument("--ablation", nargs="*", default=[], help="files in configs/ablations layered on every run")
+    ap.add_argument("--tag", default=None, help="name of the run folders (default: preset + ablations)")
+    ap.add_argument("--phantom_seed", type=int, default=0)
+    ap.add_argument("--runs", type=Path, default=BUNDLE / "runs")
+    ap.add_argument("--summarise-only", action="store_true", help="do not run, only summarise existing runs")
+    ap.add_argument("overrides", nargs="*", help="extra '--id value' pairs passed to every run")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    configs = [str(BUNDLE / "configs" / "train.json")]
+    if args.preset == "quick":
+        configs.append(str(BUNDLE / "configs" / "quick.json"))
+    configs += [str(BUNDLE / "configs" / "ablations" / a) for a in args.ablation]
+    tag = args.tag or "_".join([args.preset, *(Path(a).stem for a in args.ablation)])
+    reports = []
+    for seed in args.seeds:
+        out = args.runs / f"{tag}_seed{seed}"
+        if not args.summarise_only:
+            cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", json.dumps(configs).replace('"', "'"),
+                   "--meta_file", str(BUNDLE / "configs" / "metadata.json"),
+                   "--logging_file", str(BUNDLE / "configs" / "logging.conf"),
+                   "--seed", str(seed), "--output_dir", str(out), *args.overrides]
+            # the cohort does not change with the training seed
+            cmd += ["--datalist", "$monai_osteo.bundle.vertebra_osteo.resolve_vertebra_datalist(@dataset_dir, "
+                    f"@datalist_file, @phantom_dir, @phantom_preset, {args.phantom_seed}, @phantom_overrides)"]
+            logging.info("seed %d: %s", seed, out)
+            subprocess.run(cmd, check=True)
+        reports.append(json.loads((out / "report" / "metrics.json").read_text()))
+    summary = summarise_seeds(reports)
+    stem = args.runs / f"{tag}_seeds"
+    atomic_write_json(stem.with_suffix(".json"), summary)
+    atomic_write_text(stem.with_suffix(".md"), seeds_markdown(summary))
+    print(seeds_markdown(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
