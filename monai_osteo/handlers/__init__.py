@@ -8,7 +8,8 @@ from monai_osteo.handlers.screening_gate_fitter import ScreeningGateFitter
 from monai_osteo.handlers.screening_report_writer import ScreeningReportWriter
 from monai_osteo.handlers.teacher_momentum import TeacherMomentumHandler
 from monai_osteo.handlers.vertebra_predictions import VertebraPredictionWriter, predicted_t_score
+from monai_osteo.handlers.vertebra_report_writer import VertebraReportWriter
 
 __all__ = ["AtomicCheckpointSaver", "BonePatchWriter", "EmbeddingProbeMonitor", "GammaAnnealingHandler",
            "ScreeningGateFitter", "ScreeningReportWriter", "TeacherMomentumHandler", "VertebraPredictionWriter",
-           "gamma_schedule", "last_checkpoint", "predicted_t_score", "subject_auc"]
+           "VertebraReportWriter", "gamma_schedule", "last_checkpoint", "predicted_t_score", "subject_auc"]
