@@ -61,7 +61,7 @@ def build_roi_cache(datalist: str | os.PathLike, cache_dir: str | os.PathLike, r
                     roi_spacing: float = 1.5, features: Sequence[str] | None = None, kernel_radius: int = 1,
                     bin_width: float = 25.0, mask_dilation: int = 2, hu_window: Sequence[float] = (-200.0, 1300.0),
                     unlabeled_limit: int | None = None, seed: int = 0, limit: int | None = None,
-                    progress: bool = True) -> str:
+                    workers: int = 1, progress: bool = True) -> str:
     """Cache the ROI texture pool of every record of ``datalist``; return the path of the cached datalist.
 
     Args:
@@ -76,12 +76,11 @@ def build_roi_cache(datalist: str | os.PathLike, cache_dir: str | os.PathLike, r
         unlabeled_limit: cache at most this many pre-training (``unlabeled``) vertebrae (a seeded subset).
         seed: seed of that subset.
         limit: at most this many records per split (tiny runs).
+        workers: processes (one CT each at a time, one thread each); the output does not depend on it.
         progress: show a progress bar.
     """
     from monai_osteo.bundle.datalist import datalist_items
-    from monai_osteo.data.readers import LoadCTd
-    from monai_osteo.transforms.texture import TP_SWAV_FEATURES, GLCMTextureMap
-    from monai_osteo.transforms.vertebra import ExtractVertebraROI, VertebraROIError
+    from monai_osteo.transforms.texture import TP_SWAV_FEATURES
 
     features = tuple(features or TP_SWAV_FEATURES)
     out = Path(cache_dir)
@@ -108,54 +107,33 @@ def build_roi_cache(datalist: str | os.PathLike, cache_dir: str | os.PathLike, r
     for split, items in per_split.items():
         for d in items:
             by_ct[(str(d["image"]), str(d["vertebrae"]))].append((split, d))
-    texture = GLCMTextureMap(features, kernel_radius=kernel_radius, bin_width=bin_width, masked_kernel=True)
-    reader = LoadCTd(keys=["image", "vertebrae"], label_keys="vertebrae", image_key="image")
+    settings = {"roi_size": tuple(int(s) for s in roi_size), "roi_spacing": float(roi_spacing), "features": features,
+                "kernel_radius": int(kernel_radius), "bin_width": float(bin_width),
+                "mask_dilation": int(mask_dilation), "out": str(out)}
+    jobs = [(ct, lab, records, settings) for (ct, lab), records in by_ct.items()]
     cached: dict[str, list[dict]] = {s: [] for s in per_split}
     skipped: list[dict] = []
-    done: dict[str, str] = {}  # uid -> file (a vertebra listed in two splits is computed once)
-    iterator = by_ct.items()
+    workers = max(1, min(int(workers), len(jobs)))
+    if workers > 1:  # one process per CT at a time, one thread each; results come back in datalist order
+        import multiprocessing as mp
+
+        pool = mp.get_context("spawn").Pool(workers, initializer=_worker_init)
+        results = pool.imap(_cache_ct, jobs)
+    else:
+        pool, results = None, map(_cache_ct, jobs)
     if progress:
         from tqdm import tqdm
 
-        iterator = tqdm(iterator, total=len(by_ct), desc="vertebra ROI + texture pool", leave=False)
-    ball = ndimage.generate_binary_structure(3, 1)
-    for (ct_path, label_path), records in iterator:
-        ct_name = os.path.basename(ct_path)
-        try:
-            loaded = reader({"image": ct_path, "vertebrae": label_path})
-            ct, labels = loaded["image"], loaded["vertebrae"]
-        except Exception as e:  # noqa: BLE001 -- one bad file must not stop the cache; it is reported
-            logger.warning("vertebra cache: %s cannot be read (%s); its %d vertebrae are skipped.", ct_name, e,
-                           len(records))
-            skipped += [{"split": s, "level": d["level"], "reason": f"unreadable CT or label map: {e}"}
-                        for s, d in records]
-            continue
-        levels = sorted({str(d["level"]) for _, d in records})
-        extractor = ExtractVertebraROI(tuple(int(s) for s in roi_size), float(roi_spacing), levels=levels)
-        try:
-            pairs = {str(roi.meta["level"]): (roi, mask) for roi, mask in extractor(ct, labels)}
-        except VertebraROIError as e:
-            logger.warning("vertebra cache: %s: %s; its vertebrae are skipped.", ct_name, e)
-            skipped += [{"split": s, "level": d["level"], "reason": str(e)} for s, d in records]
-            continue
-        for split, d in records:
-            uid = vertebra_uid(d)
-            level = str(d["level"])
-            if uid not in done:
-                if level not in pairs:
-                    logger.warning("vertebra cache: %s: vertebra %s is absent or unusable (cut by the field of "
-                                   "view, too small or no body); skipped.", ct_name, level)
-                    skipped.append({"split": split, "level": level, "reason": "absent or unusable in the label map"})
-                    continue
-                roi, mask = pairs[level]
-                hu = roi.as_tensor()[0].float()
-                body = ndimage.binary_dilation(mask.as_tensor()[0].numpy() > 0, ball, iterations=int(mask_dilation))
-                maps = torch.as_tensor(texture(hu[None], torch.as_tensor(body)[None]))
-                pool = torch.cat([hu[None], maps.float()], dim=0).numpy().astype(np.float16)
-                rel = f"rois/{uid}.npy"
-                atomic_write(out / rel, lambda fh, a=pool: np.save(fh, a))
-                done[uid] = rel
-            cached[split].append(_record(d, done[uid], uid, split))
+        results = tqdm(results, total=len(jobs), desc="vertebra ROI + texture pool", leave=False)
+    try:
+        for done, bad in results:
+            for split, record in done:
+                cached[split].append(record)
+            skipped += bad
+    finally:
+        if pool is not None:
+            pool.close()
+            pool.join()
     counts = {s: len(v) for s, v in cached.items()}
     if not cached.get("training"):
         raise ValueError(f"{datalist}: no training vertebra could be cached ({len(skipped)} skipped; see the log).")
@@ -167,6 +145,62 @@ def build_roi_cache(datalist: str | os.PathLike, cache_dir: str | os.PathLike, r
     atomic_write_json(out / "cache.json", {"counts": counts, "skipped": skipped, "ct_volumes": len(by_ct)})
     logger.info("vertebra cache: %s vertebrae cached in %s, %d skipped", counts, out, len(skipped))
     return str(path)
+
+
+def _worker_init() -> None:
+    torch.set_num_threads(1)
+
+
+def _cache_ct(job: tuple) -> tuple[list[tuple[str, dict]], list[dict]]:
+    """Read one CT + label map, extract its vertebrae's ROIs and write their pools; return (records, skipped)."""
+    from monai_osteo.data.readers import LoadCTd
+    from monai_osteo.transforms.texture import GLCMTextureMap
+    from monai_osteo.transforms.vertebra import ExtractVertebraROI, VertebraROIError
+
+    ct_path, label_path, records, st = job
+    out = Path(st["out"])
+    ct_name = os.path.basename(ct_path)
+    reader = LoadCTd(keys=["image", "vertebrae"], label_keys="vertebrae", image_key="image")
+    try:
+        loaded = reader({"image": ct_path, "vertebrae": label_path})
+        ct, labels = loaded["image"], loaded["vertebrae"]
+    except Exception as e:  # noqa: BLE001 -- one bad file must not stop the cache; it is reported
+        logger.warning("vertebra cache: %s cannot be read (%s); its %d vertebrae are skipped.", ct_name, e,
+                       len(records))
+        return [], [{"split": s, "level": d["level"], "reason": f"unreadable CT or label map: {type(e).__name__}"}
+                    for s, d in records]
+    levels = sorted({str(d["level"]) for _, d in records})
+    extractor = ExtractVertebraROI(st["roi_size"], st["roi_spacing"], levels=levels)
+    try:
+        pairs = {str(roi.meta["level"]): (roi, mask) for roi, mask in extractor(ct, labels)}
+    except VertebraROIError as e:
+        logger.warning("vertebra cache: %s: %s; its vertebrae are skipped.", ct_name, e)
+        return [], [{"split": s, "level": d["level"], "reason": "no usable vertebra in the label map"}
+                    for s, d in records]
+    texture = GLCMTextureMap(st["features"], kernel_radius=st["kernel_radius"], bin_width=st["bin_width"],
+                             masked_kernel=True)
+    ball = ndimage.generate_binary_structure(3, 1)
+    done: dict[str, str] = {}  # uid -> file (a vertebra listed in two splits is computed once)
+    cached, skipped = [], []
+    for split, d in records:
+        uid = vertebra_uid(d)
+        level = str(d["level"])
+        if uid not in done:
+            if level not in pairs:
+                logger.warning("vertebra cache: %s: vertebra %s is absent or unusable (cut by the field of view, too "
+                               "small or no body); skipped.", ct_name, level)
+                skipped.append({"split": split, "level": level, "reason": "absent or unusable in the label map"})
+                continue
+            roi, mask = pairs[level]
+            hu = roi.as_tensor()[0].float()
+            body = ndimage.binary_dilation(mask.as_tensor()[0].numpy() > 0, ball, iterations=st["mask_dilation"])
+            maps = torch.as_tensor(texture(hu[None], torch.as_tensor(body)[None]))
+            pool = torch.cat([hu[None], maps.float()], dim=0).numpy().astype(np.float16)
+            rel = f"rois/{uid}.npy"
+            atomic_write(out / rel, lambda fh, a=pool: np.save(fh, a))
+            done[uid] = rel
+        cached.append((split, _record(d, done[uid], uid, split)))
+    return cached, skipped
 
 
 _TARGET_KEYS = ("patient_id", "site", "dxa_device", "device_index", "level", "position", "label", "bmd", "t_score",

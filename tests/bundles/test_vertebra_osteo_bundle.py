@@ -153,7 +153,7 @@ def test_fine_tuning_learns_bmd_better_than_a_shuffled_control(trained):
 def test_multi_gpu_config_runs_distributed_on_cpu(tmp_path):
     """multi_gpu_train.json with 2 processes (gloo, CPU, plain DDP): pre-training and fine-tuning are sharded, the
     SwAV Sinkhorn gathers across ranks, checkpoints hold the unwrapped network, the report is written."""
-    cpu_stage = {"network": "$torch.nn.parallel.DistributedDataParallel(@net.to(@device))"}
+    cpu_stage = {"network": "$torch.nn.parallel.DistributedDataParallel(@net.to(@device), find_unused_parameters=True)"}
     (tmp_path / "cpu_stage.json").write_text(json.dumps(cpu_stage))
     cpu = {"device": "$torch.device('cpu')",
            "training_configs": ["multi_gpu_stage.json", str(tmp_path / "cpu_stage.json")],

@@ -4,7 +4,8 @@
 
 Each seed runs ``train.json`` (+ ``quick.json`` with ``--preset quick``, + each ``--ablation`` file of
 ``configs/ablations``) into ``<runs>/<tag>_seed<k>`` (stages already done are skipped); the phantom cohort is the
-same for every seed (``--phantom_seed``), so seeds vary the training only. Then ``<runs>/<tag>_seeds.{json,md}``.
+same for every seed (``--phantom_seed``, default 0), so seeds vary the training only (initialisation, order,
+augmentation, the pre-training subset). Then ``<runs>/<tag>_seeds.{json,md}``.
 """
 
 from __future__ import annotations
@@ -47,9 +48,7 @@ def main(argv: list[str] | None = None) -> int:
                    "--meta_file", str(BUNDLE / "configs" / "metadata.json"),
                    "--logging_file", str(BUNDLE / "configs" / "logging.conf"),
                    "--seed", str(seed), "--output_dir", str(out), *args.overrides]
-            # the cohort does not change with the training seed
-            cmd += ["--datalist", "$monai_osteo.bundle.vertebra_osteo.resolve_vertebra_datalist(@dataset_dir, "
-                    f"@datalist_file, @phantom_dir, @phantom_preset, {args.phantom_seed}, @phantom_overrides)"]
+            cmd += ["--phantom_seed", str(args.phantom_seed)]  # the cohort does not change with the training seed
             logging.info("seed %d: %s", seed, out)
             subprocess.run(cmd, check=True)
         reports.append(json.loads((out / "report" / "metrics.json").read_text()))

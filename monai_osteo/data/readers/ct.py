@@ -99,7 +99,7 @@ class LoadCT(Transform):
         self.allow_constant = allow_constant
         self.warn_not_hu = warn_not_hu
         self._loader = _shared_loader()
-        self._readers = {"nifti": NibabelReader(), "nrrd": ITKReader(reverse_indexing=False)}
+        self._readers: dict = {"nifti": NibabelReader()}  # NRRD: ITKReader on first use (itk optional)
         self._orient = Orientation(axcodes=axcodes, labels=_RAS_LABELS)
 
     def __call__(self, filename: str | os.PathLike) -> MetaTensor | torch.Tensor:
@@ -132,7 +132,7 @@ class LoadCT(Transform):
             affine=torch.as_tensor(affine),
             original_shape=original_shape,
             original_axcodes="".join(_axcodes(affine)),
-            reader=type(self._readers[fmt]).__name__ if fmt != "dicom" else "PydicomReader",
+            reader={"nifti": "NibabelReader", "nrrd": "ITKReader"}.get(fmt, "PydicomReader"),
             value_range=(lo, hi),
             modality=series.get("modality", ""),
             series_uid=series.get("series_uid", ""),
@@ -188,6 +188,8 @@ class LoadCT(Transform):
                 fname_regex=rf"(?:.*[/\\])?(?:{names})$", prune_metadata=not self.keep_dicom_header
             )
         else:
+            if fmt not in self._readers:
+                self._readers[fmt] = ITKReader(reverse_indexing=False)
             reader = self._readers[fmt]
         try:
             return self._loader(path, reader=reader)

@@ -56,7 +56,7 @@ def write_nifti(path: Path, array: np.ndarray, affine: np.ndarray) -> None:
 def _job(args) -> tuple[list | None, str | None]:
     out, pid, site, split, seed, stream, options = args
     try:
-        rng = np.random.default_rng([seed, stream])
+        rng = np.random.default_rng([seed, *stream])  # flat: numpy >= 2.5 refuses nested seeds (same stream)
         p = sample_patient(rng, pid, site, device_bias_scale=options["device_bias_scale"],
                            texture_signal=options["texture_signal"],
                            marrow_fat_confound=options["marrow_fat_confound"], inplane_mm=options["inplane_mm"],
