@@ -235,7 +235,7 @@ def main() -> None:
     import radiomics
 
     from monai_osteo.bundle.datalist import datalist_items
-    from monai_osteo.bundle.vertebra_cache import build_roi_cache, vertebra_uid
+    from monai_osteo.bundle.vertebra_cache import build_roi_cache, pseudonym_key, vertebra_uid
     from monai_osteo.data.readers import LoadCTd
 
     print("command:", " ".join([os.path.basename(sys.executable), *sys.argv]))
@@ -331,7 +331,7 @@ def main() -> None:
         n_cached = len(list((cache_dir / "rois").glob("*.npy")))
         rec = next(r for r in datalist_items(dl_path, ["unlabeled"])  # absolute paths, as the cache hashes them
                    if r["patient_id"] == first["patient_id"] and r["level"] == "L1")
-        cached = np.load(cache_dir / "rois" / f"{vertebra_uid(rec)}.npy")
+        cached = np.load(cache_dir / "rois" / f"{vertebra_uid(rec, pseudonym_key(cache_dir))}.npy")
         same = np.array_equal(cached.view(np.uint16), pool_of(roi, mask, texture).view(np.uint16))
         print(f"\ncheck: this pool == build_roi_cache's L1 pool (bitwise): {same}")
 

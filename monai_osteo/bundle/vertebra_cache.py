@@ -19,6 +19,7 @@ and the rest is cached.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import logging
 import os
@@ -39,15 +40,46 @@ CACHE_SPLITS = ("training", "validation", "test", "unlabeled")
 DOCS = "bundles/vertebra_osteo/docs/README.md"
 
 
-def vertebra_uid(record: Mapping) -> str:
-    """Pseudonymous id of a vertebra record (hash of its CT, label map and level): safe in file names."""
-    key = f"{record.get('image')}|{record.get('vertebrae')}|{record.get('level')}|{record.get('patient_id')}"
-    return hashlib.sha1(key.encode()).hexdigest()[:16]
+def pseudonym_key(cache_dir: str | os.PathLike) -> bytes:
+    """The cache's secret key of the pseudonyms (``.pseudonym_key``, random, created once, never in an output):
+    without it a pseudonym cannot be reversed by hashing candidate identifiers."""
+    path = Path(cache_dir) / ".pseudonym_key"
+    if not path.is_file():
+        Path(cache_dir).mkdir(parents=True, exist_ok=True)
+        try:
+            with open(path, "x") as fh:  # the first process wins; the others read its key
+                fh.write(os.urandom(16).hex())
+        except FileExistsError:
+            pass
+    return bytes.fromhex(path.read_text().strip())
 
 
-def patient_uid(patient_id: object) -> str:
-    """Pseudonymous patient id (hash): output tables group by it without naming the patient."""
-    return "p" + hashlib.sha1(str(patient_id).encode()).hexdigest()[:10]
+def vertebra_uid(record: Mapping, key: bytes = b"") -> str:
+    """Pseudonymous id of a vertebra record (keyed hash of its CT, label map, level and patient): safe in names."""
+    text = f"{record.get('image')}|{record.get('vertebrae')}|{record.get('level')}|{record.get('patient_id')}"
+    return hmac.new(key, text.encode(), hashlib.sha256).hexdigest()[:16]
+
+
+def patient_uid(patient_id: object, key: bytes = b"") -> str:
+    """Pseudonymous patient id (keyed hash): output tables group by it without naming the patient."""
+    return "p" + hmac.new(key, str(patient_id).encode(), hashlib.sha256).hexdigest()[:12]
+
+
+def _check_splits(per_split: Mapping[str, list[dict]], datalist) -> None:
+    """Patients must not straddle training/validation/test, and pre-training patients must be training patients."""
+    def patients(split: str) -> set:
+        return {str(d.get("patient_id", d["image"])) for d in per_split.get(split, [])}
+
+    train, val, test, unl = (patients(s) for s in CACHE_SPLITS)
+    for a, b, pa, pb in (("training", "validation", train, val), ("training", "test", train, test),
+                         ("validation", "test", val, test)):
+        if pa & pb:
+            raise ValueError(f"{datalist}: {len(pa & pb)} patient(s) have vertebrae in both {a} and {b}; split by "
+                             f"patient (patient_id), or the test metrics are optimistic (format: {DOCS}).")
+    if unl - train:
+        raise ValueError(f"{datalist}: {len(unl - train)} patient(s) of 'unlabeled' are not training patients; "
+                         "pre-training must see training patients only (their vertebrae would leak into the "
+                         f"normalisation and the encoder) (format: {DOCS}).")
 
 
 def _select_unlabeled(items: list[dict], limit: int | None, seed: int) -> list[dict]:
@@ -103,13 +135,14 @@ def build_roi_cache(datalist: str | os.PathLike, cache_dir: str | os.PathLike, r
         per_split[split] = items
     if not per_split.get("training"):
         raise ValueError(f"{datalist}: no 'training' records; fine-tuning needs labelled vertebrae (format: {DOCS}).")
+    _check_splits(per_split, datalist)
     by_ct: dict[tuple[str, str], list[tuple[str, dict]]] = defaultdict(list)
     for split, items in per_split.items():
         for d in items:
             by_ct[(str(d["image"]), str(d["vertebrae"]))].append((split, d))
     settings = {"roi_size": tuple(int(s) for s in roi_size), "roi_spacing": float(roi_spacing), "features": features,
                 "kernel_radius": int(kernel_radius), "bin_width": float(bin_width),
-                "mask_dilation": int(mask_dilation), "out": str(out)}
+                "mask_dilation": int(mask_dilation), "out": str(out), "key": pseudonym_key(out)}
     jobs = [(ct, lab, records, settings) for (ct, lab), records in by_ct.items()]
     cached: dict[str, list[dict]] = {s: [] for s in per_split}
     skipped: list[dict] = []
@@ -137,12 +170,15 @@ def build_roi_cache(datalist: str | os.PathLike, cache_dir: str | os.PathLike, r
     counts = {s: len(v) for s, v in cached.items()}
     if not cached.get("training"):
         raise ValueError(f"{datalist}: no training vertebra could be cached ({len(skipped)} skipped; see the log).")
-    roi_datalist = {**cached, "features": list(features), "roi_size": list(roi_size), "roi_spacing": roi_spacing}
-    path = atomic_write_json(out / "roi_datalist.json", roi_datalist)
-    norm = pool_normalisation(out, cached["training"] + cached.get("unlabeled", []), hu_window, features)
+    # the pools of the normalisation: training and pre-training vertebrae, each once (L1-L4 of training patients
+    # are usually in both lists)
+    stats_records = list({r["uid"]: r for r in cached["training"] + cached.get("unlabeled", [])}.values())
+    norm = pool_normalisation(out, stats_records, hu_window, features)
     norm["bmd_mean"], norm["bmd_std"] = _bmd_stats(cached["training"])
     atomic_write_json(out / "normalisation.json", norm)
     atomic_write_json(out / "cache.json", {"counts": counts, "skipped": skipped, "ct_volumes": len(by_ct)})
+    roi_datalist = {**cached, "features": list(features), "roi_size": list(roi_size), "roi_spacing": roi_spacing}
+    path = atomic_write_json(out / "roi_datalist.json", roi_datalist)  # last: a complete cache has it
     logger.info("vertebra cache: %s vertebrae cached in %s, %d skipped", counts, out, len(skipped))
     return str(path)
 
@@ -183,7 +219,7 @@ def _cache_ct(job: tuple) -> tuple[list[tuple[str, dict]], list[dict]]:
     done: dict[str, str] = {}  # uid -> file (a vertebra listed in two splits is computed once)
     cached, skipped = [], []
     for split, d in records:
-        uid = vertebra_uid(d)
+        uid = vertebra_uid(d, st["key"])
         level = str(d["level"])
         if uid not in done:
             if level not in pairs:
@@ -199,7 +235,7 @@ def _cache_ct(job: tuple) -> tuple[list[tuple[str, dict]], list[dict]]:
             rel = f"rois/{uid}.npy"
             atomic_write(out / rel, lambda fh, a=pool: np.save(fh, a))
             done[uid] = rel
-        cached.append((split, _record(d, done[uid], uid, split)))
+        cached.append((split, _record(d, done[uid], uid, split, st["key"])))
     return cached, skipped
 
 
@@ -207,8 +243,8 @@ _TARGET_KEYS = ("patient_id", "site", "dxa_device", "device_index", "level", "po
                 "labeled")
 
 
-def _record(d: Mapping, rel: str, uid: str, split: str) -> dict:
-    r = {"image": rel, "uid": uid, "split": split, "patient": patient_uid(d.get("patient_id", uid))}
+def _record(d: Mapping, rel: str, uid: str, split: str, key: bytes) -> dict:
+    r = {"image": rel, "uid": uid, "split": split, "patient": patient_uid(d.get("patient_id", d["image"]), key)}
     r.update({k: d[k] for k in _TARGET_KEYS if k in d})
     return r
 

@@ -68,10 +68,14 @@ def _load(path: str | os.PathLike) -> dict:
 def normalisation(cache_dir: str | os.PathLike) -> dict:
     """The cache's fixed normalisation (``subtrahend``/``divisor`` per pool channel, BMD mean/std).
 
-    Before the cache exists (a config checked without data, e.g. ``check_properties``) the identity is returned.
+    Before the cache exists (a config checked without data, e.g. ``check_properties``) the identity is returned; a
+    cache without its normalisation (an interrupted or older cache) is an error, never silently the identity.
     """
     path = Path(cache_dir) / "normalisation.json"
     if not path.is_file():
+        if (Path(cache_dir) / "roi_datalist.json").is_file():
+            raise FileNotFoundError(f"{path}: the vertebra cache has no normalisation; rebuild it (delete "
+                                    f"{Path(cache_dir) / 'stage.json'} and run the 'cache' stage).")
         return {"subtrahend": [0.0] * 5, "divisor": [1.0] * 5, "bmd_mean": 0.0, "bmd_std": 1.0}
     return _load(path)
 
@@ -99,7 +103,7 @@ def vertebra_records(cache_dir: str | os.PathLike, splits: Sequence[str], labell
                 continue
             target = np.asarray(targets_of(r, norm["bmd_mean"], norm["bmd_std"]), dtype=np.float32)
             out.append({
-                "image": str(cache / r["image"]), "device": int(r.get("device_index", 0)), "target": target,
+                "image": str(cache / r["image"]), "device": _device_index(r, path), "target": target,
                 "uid": r["uid"],
                 "patient": r["patient"], "site": str(r.get("site", "")), "dxa_device": str(r.get("dxa_device", "")),
                 "level": str(r.get("level", "")),
@@ -114,16 +118,34 @@ def vertebra_records(cache_dir: str | os.PathLike, splits: Sequence[str], labell
     return out
 
 
+def _device_index(record: Mapping, path: Path) -> int:
+    """The record's DXA device index: ``device_index``, checked against ``dxa_device`` where both are given (the
+    inference maps a device name to its index through ``DEVICE_REFERENCES``: the two must agree)."""
+    name, index = record.get("dxa_device"), record.get("device_index")
+    known = DEVICE_REFERENCES.get(str(name), {}).get("index") if name is not None else None
+    if index is None:
+        if known is None:
+            raise ValueError(f"{path}: a vertebra has neither 'device_index' nor a known 'dxa_device' "
+                             f"({sorted(DEVICE_REFERENCES)}); the MoE gate needs the DXA device (format: {DOCS}).")
+        return int(known)
+    if known is not None and int(index) != int(known):
+        raise ValueError(f"{path}: a vertebra has dxa_device {name!r} but device_index {index} (expected {known}, as "
+                         f"inference maps names to indices); fix the datalist (format: {DOCS}).")
+    return int(index)
+
+
 def method_stages(config_dir: str | os.PathLike, output_dir: str | os.PathLike, rows: Sequence[Mapping],
-                  stage_overrides: Mapping | None = None, training_configs: Sequence[str] = ()) -> list[dict]:
+                  stage_overrides: Mapping | None = None, training_configs: Sequence[str] = (),
+                  report_name: str = "report") -> list[dict]:
     """The stage list of ``train.json`` for :func:`~monai_osteo.bundle.run_stages`.
 
     Order: ``cache`` (ROIs + texture pools, ``cache.json``); ``pretrain_<method>`` for each pre-training some row
     uses (``pretrain.json``; ``tp_swav`` or ``crop_swav``); per row ``finetune_<row>`` (``finetune.json``) and
-    ``test_<row>`` (``evaluate.json``); ``report`` (``report.json``). A row is ``{"name", "init": null |
-    "tp_swav" | "crop_swav", "w_bmd", "w_position", "num_experts", "device_embedding", "embed_into_experts"}``
-    (missing keys: the full method's values). ``training_configs`` are layered on every training stage (e.g.
-    ``multi_gpu_stage.json``).
+    ``test_<row>`` (``evaluate.json``); ``report`` (``report.json``) into ``output_dir/report_name`` (ablations that
+    add rows to a run write their own report beside the main one and reuse its cache and pre-trainings).
+    A row is ``{"name", "init": null | "tp_swav" | "crop_swav", "w_bmd", "w_position", "num_experts",
+    "device_embedding", "embed_into_experts"}`` (missing keys: the full method's values). ``training_configs`` are
+    layered on every training stage (e.g. ``multi_gpu_stage.json``).
     """
     cfg, out = Path(config_dir), Path(output_dir)
     extra = dict(stage_overrides or {})
@@ -157,5 +179,5 @@ def method_stages(config_dir: str | os.PathLike, output_dir: str | os.PathLike, 
                 over[key] = r[key]
         stages.append(stage(f"finetune_{row}", "finetune.json", out / row, over, "train"))
         stages.append(stage(f"test_{row}", "evaluate.json", out / row / "test", {**over, "row": row}))
-    stages.append(stage("report", "report.json", out / "report", {}))
+    stages.append(stage("report", "report.json", out / report_name, {}))
     return stages

@@ -52,6 +52,9 @@ class VertebraReportWriter:
         device_references: ``{device: {"index", "ref_mean", "ref_sd"}}`` for the T-score.
         level_scale: per-level factor of the reference (DXA levels), see ``predicted_t_score``.
         threshold: decision threshold on a vertebra's probability.
+        decision_levels: the levels the decision, the maximum probability and the T-scores use: the levels the model
+            was trained and tested on (DXA of L1-L4 in the paper and the phantom). The other vertebrae are reported
+            with ``assessed: false`` (outside the validated range); ``None`` assesses every vertebra.
         num_classes, num_positions: the output layout (class logits | BMD | position logits | gate).
         keep_names: write each input path in its report and the summary.
         report_png: also write the PNG.
@@ -67,7 +70,7 @@ class VertebraReportWriter:
                  num_positions: int = 18, keep_names: bool = False, report_png: bool = True,
                  model_file: str | os.PathLike | None = None, info: Mapping | None = None,
                  display_window: Sequence[float] = (-450.0, 1050.0), pred_key: str = "pred", case_key: str = "case_id",
-                 prefix: str = "view_") -> None:
+                 prefix: str = "view_", decision_levels: Sequence[str] | None = ("L1", "L2", "L3", "L4")) -> None:
         if not 0.0 <= threshold <= 1.0:
             raise ValueError(f"threshold must be in [0, 1], got {threshold!r}.")
         self.output_dir, self.initial_failed = Path(output_dir), [dict(f) for f in failed]
@@ -77,6 +80,7 @@ class VertebraReportWriter:
         self.keep_names, self.report_png, self.model_file = keep_names, report_png, model_file
         self.info, self.display_window = dict(info or {}), tuple(float(v) for v in display_window)
         self.pred_key, self.case_key, self.prefix = pred_key, case_key, prefix
+        self.decision_levels = None if decision_levels is None else [str(v) for v in decision_levels]
         self.reports: list[dict] = []
         self.failed: list[dict] = list(self.initial_failed)
         self._model: dict | None = None
@@ -142,22 +146,30 @@ class VertebraReportWriter:
         vertebrae = []
         for i in range(pred.shape[0]):
             level, predicted = levels[i], LEVELS[pos_idx[i]] if pos_idx[i] < len(LEVELS) else str(pos_idx[i] + 1)
+            assessed = self.decision_levels is None or level in self.decision_levels
             bmd = None if self.bmd is None else bmd_z[i] * self.bmd[1] + self.bmd[0]
-            t = None if bmd is None else predicted_t_score(bmd, device, level, self.references, self.level_scale)
+            t = None if bmd is None or not assessed else predicted_t_score(bmd, device, level, self.references,
+                                                                           self.level_scale)
             vertebrae.append({
-                "level": level, "label_value": values[i], "probability": _round(prob[i]),
-                "positive": bool(prob[i] >= self.threshold), "bmd_g_cm2": _round(bmd), "t_score": _round(t),
+                "level": level, "label_value": values[i], "assessed": assessed, "probability": _round(prob[i]),
+                "positive": bool(assessed and prob[i] >= self.threshold), "bmd_g_cm2": _round(bmd),
+                "t_score": _round(t),
                 "predicted_level": predicted, "predicted_level_probability": _round(pos_conf[i]),
                 "level_mismatch": (predicted != level) if level in LEVELS else None,
                 "gate": [_round(g) for g in gates[i]]})
         vertebrae.sort(key=lambda v: _RANK.get(v["label_value"], v["label_value"]))
-        p_max = max(v["probability"] for v in vertebrae)
-        positive = any(v["positive"] for v in vertebrae)
+        assessed = [v for v in vertebrae if v["assessed"]]
+        p_max = max((v["probability"] for v in assessed), default=None)
+        positive = any(v["positive"] for v in assessed)
+        decision = int(positive) if assessed else None
         given = bool(_first(batch.get("dxa_device_given", [True])))
         report = {
             "id": case,
-            "decision": int(positive), "decision_name": "osteoporosis" if positive else "no osteoporosis",
-            "rule": "osteoporosis if any vertebra's probability >= threshold (patient-level rule of the paper)",
+            "decision": decision,
+            "decision_name": ("osteoporosis" if positive else "no osteoporosis") if assessed else
+            f"not assessed: no vertebra of {self.decision_levels} in the label map",
+            "rule": "osteoporosis if any assessed vertebra's probability >= threshold (the paper's patient rule)",
+            "decision_levels": self.decision_levels,
             "threshold": self.threshold, "max_probability": p_max,
             "positive_levels": [v["level"] for v in vertebrae if v["positive"]],
             "dxa_device": device,
@@ -182,8 +194,8 @@ class VertebraReportWriter:
         self.reports.append({k: report[k] for k in ("id", "decision", "max_probability", "n_vertebrae", "dxa_device")}
                             | {"level_mismatch": len(report["qc"]["level_mismatch"])}
                             | ({"input": report["source"]} if "source" in report else {}))
-        logger.info("%s: %s (max probability %.3f, %d vertebrae)", case, report["decision_name"], p_max,
-                    len(vertebrae))
+        logger.info("%s: %s (max probability %s, %d vertebrae, %d assessed)", case, report["decision_name"],
+                    "-" if p_max is None else f"{p_max:.3f}", len(vertebrae), len(assessed))
         return report
 
     def write_summary(self, engine: Engine | None = None) -> Path:
@@ -216,7 +228,9 @@ def _round(x: float | None, digits: int = 4) -> float | None:
 
 
 def _header(report: Mapping) -> str:
-    return (f"{report['id']}: {report['decision_name']} (max p = {report['max_probability']:.2f}, threshold "
+    p = report["max_probability"]
+    return (f"{report['id']}: {report['decision_name']} (max p = {'-' if p is None else f'{p:.2f}'} over "
+            f"{'/'.join(report['decision_levels'] or ['all levels'])}, threshold "
             f"{report['threshold']:.2f}); DXA reference: {report['dxa_device']}"
             f"{'' if report['dxa_device_source'] == 'input' else ' (default)'}")
 
@@ -248,7 +262,7 @@ def save_vertebra_report_png(path: str | os.PathLike, views: Mapping[str, np.nda
 
     lo, hi = float(display_window[0]), float(display_window[1])
     colours = colormaps[cmap]
-    prob = {int(v["label_value"]): float(v["probability"]) for v in vertebrae}
+    prob = {int(v["label_value"]): float(v["probability"]) for v in vertebrae if v.get("assessed", True)}
     fig = Figure(figsize=(12, 6.5), dpi=100)
     grid = fig.add_gridspec(1, 4, width_ratios=[1, 1, 1.1, 0.05], wspace=0.3)
     for col, name in enumerate(("sagittal", "coronal")):
@@ -274,7 +288,8 @@ def save_vertebra_report_png(path: str | os.PathLike, views: Mapping[str, np.nda
     ax = fig.add_subplot(grid[0, 2])
     y = np.arange(len(vertebrae))
     p = np.array([float(v["probability"]) for v in vertebrae])
-    bars = ax.barh(y, p, color=[colours(x) for x in p], edgecolor="black", linewidth=0.5)
+    bars = ax.barh(y, p, color=[colours(x) if v.get("assessed", True) else "lightgrey" for x, v in zip(p, vertebrae)],
+                   edgecolor="black", linewidth=0.5)
     for i, (bar, v) in enumerate(zip(bars, vertebrae)):
         if v.get("level_mismatch"):
             bar.set_hatch("//")

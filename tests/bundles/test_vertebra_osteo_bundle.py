@@ -169,3 +169,38 @@ def test_multi_gpu_config_runs_distributed_on_cpu(tmp_path):
     assert not any(k.startswith("module.") for k in state)
     report = json.loads((run / "report/metrics.json").read_text())
     assert list(report["rows"]) == ["tp_swav_unified_moe"]
+
+
+def test_cache_refuses_leaking_splits_and_inconsistent_devices(trained, tmp_path):
+    """A test patient among the pre-training vertebrae, or a patient in two splits, is refused before any work; a
+    record whose device index disagrees with its device name is refused; a cache without normalisation is an error."""
+    import shutil
+
+    from monai_osteo.bundle.vertebra_osteo import build_roi_cache, normalisation, vertebra_records
+
+    data = json.loads((trained / "data/datalist.json").read_text())
+    base = trained / "data"
+    leak = {**data, "unlabeled": data["unlabeled"] + [{**data["test"][0], "labeled": False}]}
+    (base / "leak.json").write_text(json.dumps(leak))
+    with pytest.raises(ValueError, match="not training patients"):
+        build_roi_cache(base / "leak.json", tmp_path / "c1", progress=False)
+    straddle = {**data, "validation": data["validation"] + [data["training"][0]]}
+    (base / "straddle.json").write_text(json.dumps(straddle))
+    with pytest.raises(ValueError, match="both training and validation"):
+        build_roi_cache(base / "straddle.json", tmp_path / "c2", progress=False)
+    cache = tmp_path / "cache"
+    shutil.copytree(trained / "run/cache", cache)
+    roi = json.loads((cache / "roi_datalist.json").read_text())
+    roi["training"][0]["device_index"] = (roi["training"][0]["device_index"] + 1) % 3
+    (cache / "roi_datalist.json").write_text(json.dumps(roi))
+    with pytest.raises(ValueError, match="device_index"):
+        vertebra_records(cache, ["training"])
+    (cache / "normalisation.json").unlink()
+    with pytest.raises(FileNotFoundError, match="no normalisation"):
+        normalisation(cache)
+    # pseudonyms are keyed: the output tables never hold the patient id nor its plain hash
+    import hashlib
+
+    patient = data["training"][0]["patient_id"]
+    text = (trained / "run/scratch/test/predictions.csv").read_text() + json.dumps(roi)
+    assert patient not in text and hashlib.sha256(patient.encode()).hexdigest()[:12] not in text

@@ -139,14 +139,27 @@ def test_report_fields_are_consistent(data, run):
         assert sorted(levels + skipped, key=patient["levels"].index) == patient["levels"]
         assert levels == [lv for lv in patient["levels"] if lv in levels]  # cranial to caudal
         probs = [v["probability"] for v in report["vertebrae"]]
-        assert all(0.0 <= p <= 1.0 for p in probs) and report["max_probability"] == max(probs)
-        assert report["decision"] == int(any(p >= report["threshold"] for p in probs)) and report["threshold"] == 0.5
+        assert all(0.0 <= p <= 1.0 for p in probs)
+        # the decision uses the levels the model was trained and tested on (DXA levels L1-L4) only
+        assessed = [v for v in report["vertebrae"] if v["level"] in ("L1", "L2", "L3", "L4")]
+        assert [v["assessed"] for v in report["vertebrae"]] == [v in assessed for v in report["vertebrae"]]
+        assert report["decision_levels"] == ["L1", "L2", "L3", "L4"] and report["threshold"] == 0.5
+        if assessed:
+            assert report["max_probability"] == max(v["probability"] for v in assessed)
+            assert report["decision"] == int(any(v["probability"] >= 0.5 for v in assessed))
+        else:
+            assert report["decision"] is None and report["decision_name"].startswith("not assessed")
+        assert not any(v["positive"] for v in report["vertebrae"] if not v["assessed"])
         assert report["dxa_device"] == patient["dxa_device"] and report["dxa_device_source"] == "input"
         for v in report["vertebrae"]:
             assert v["level_mismatch"] == (v["predicted_level"] != v["level"])
             assert len(v["gate"]) == 3 and abs(sum(v["gate"]) - 1.0) < 1e-3
-            t = predicted_t_score(v["bmd_g_cm2"], report["dxa_device"], v["level"], DEVICE_REFERENCES, LEVEL_SCALE)
-            assert abs(t - v["t_score"]) < 1e-3
+            if v["assessed"]:
+                t = predicted_t_score(v["bmd_g_cm2"], report["dxa_device"], v["level"], DEVICE_REFERENCES,
+                                      LEVEL_SCALE)
+                assert abs(t - v["t_score"]) < 1e-3
+            else:
+                assert v["t_score"] is None
         assert report["qc"]["level_mismatch"] == [v["level"] for v in report["vertebrae"] if v["level_mismatch"]]
         assert report["model"]["file"] == "model.pt" and len(report["model"]["sha256"]) == 16
         assert report["settings"]["roi_size"] == ARCH["roi_size"] and "source" not in report

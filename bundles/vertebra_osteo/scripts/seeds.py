@@ -1,11 +1,13 @@
 """Run the vertebra_osteo bundle for several seeds and summarise: mean ± std per row, orderings over seeds.
 
-    python bundles/vertebra_osteo/scripts/seeds.py --seeds 0 1 2 --preset quick [--ablation moe.json ...]
+    python bundles/vertebra_osteo/scripts/seeds.py --seeds 0 1 2 --preset quick [--ablation moe.json ...] [--id value]
 
 Each seed runs ``train.json`` (+ ``quick.json`` with ``--preset quick``, + each ``--ablation`` file of
-``configs/ablations``) into ``<runs>/<tag>_seed<k>`` (stages already done are skipped); the phantom cohort is the
-same for every seed (``--phantom_seed``, default 0), so seeds vary the training only (initialisation, order,
-augmentation, the pre-training subset). Then ``<runs>/<tag>_seeds.{json,md}``.
+``configs/ablations``) into ``<runs>/<tag>_seed<k>`` (stages already done are skipped; ``<tag>`` = the preset and the
+ablations that change the data or the cache, so the loss and MoE ablations, which only add rows, go to the main
+run's folder, reuse its cache and pre-trainings and write ``report_<ablation>/`` beside its ``report/``); the cohort
+is the same for every seed (``--phantom_seed``, default 0), so seeds vary the training only (initialisation, order,
+augmentation, the pre-training subset). Then ``<runs>/<preset>[_<ablations>]_seeds.{json,md}``.
 """
 
 from __future__ import annotations
@@ -32,14 +34,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--phantom_seed", type=int, default=0)
     ap.add_argument("--runs", type=Path, default=BUNDLE / "runs")
     ap.add_argument("--summarise-only", action="store_true", help="do not run, only summarise existing runs")
-    ap.add_argument("overrides", nargs="*", help="extra '--id value' pairs passed to every run")
-    args = ap.parse_args(argv)
+    args, overrides = ap.parse_known_args(argv)  # the rest: '--id value' pairs passed to every run
+    args.overrides = [o for o in overrides if o != "--"]
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     configs = [str(BUNDLE / "configs" / "train.json")]
     if args.preset == "quick":
         configs.append(str(BUNDLE / "configs" / "quick.json"))
     configs += [str(BUNDLE / "configs" / "ablations" / a) for a in args.ablation]
-    tag = args.tag or "_".join([args.preset, *(Path(a).stem for a in args.ablation)])
+    stems = [Path(a).stem for a in args.ablation]
+    report, own_folder = "report", []  # the report folder: the last ablation's report_name, if any sets one
+    for a, stem in zip(args.ablation, stems):
+        content = json.loads((BUNDLE / "configs" / "ablations" / a).read_text())
+        report = content.get("report_name", report)
+        if "report_name" not in content:  # it changes the data or the cache: a folder of its own
+            own_folder.append(stem)
+    tag = args.tag or "_".join([args.preset, *own_folder])
     reports = []
     for seed in args.seeds:
         out = args.runs / f"{tag}_seed{seed}"
@@ -51,9 +60,9 @@ def main(argv: list[str] | None = None) -> int:
             cmd += ["--phantom_seed", str(args.phantom_seed)]  # the cohort does not change with the training seed
             logging.info("seed %d: %s", seed, out)
             subprocess.run(cmd, check=True)
-        reports.append(json.loads((out / "report" / "metrics.json").read_text()))
+        reports.append(json.loads((out / report / "metrics.json").read_text()))
     summary = summarise_seeds(reports)
-    stem = args.runs / f"{tag}_seeds"
+    stem = args.runs / ("_".join([args.preset, *stems]) + "_seeds")
     atomic_write_json(stem.with_suffix(".json"), summary)
     atomic_write_text(stem.with_suffix(".md"), seeds_markdown(summary))
     print(seeds_markdown(summary))
