@@ -11,6 +11,7 @@ import csv
 import json
 import math
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -193,15 +194,19 @@ def summarise_seeds(reports: Sequence[Mapping]) -> dict:
                         r.setdefault(f"{level}_f1_{s}", []).append(m[level][s]["f1"])
             r.setdefault("bmd_mae", []).append(m.get("bmd", {}).get("pooled", {}).get("mae", float("nan")))
             r.setdefault("position_accuracy", []).append(m.get("position_accuracy", float("nan")))
-    stats = {name: {k: {"mean": float(np.nanmean(v)), "std": float(np.nanstd(v, ddof=1)) if len(v) > 1 else 0.0,
-                        "values": [float(x) for x in v]} for k, v in r.items()} for name, r in rows.items()}
+    with warnings.catch_warnings():  # all-NaN entries (a metric a row does not have) stay NaN, silently
+        warnings.simplefilter("ignore", RuntimeWarning)
+        stats = {name: {k: {"mean": float(np.nanmean(v)),
+                            "std": float(np.nanstd(v, ddof=1)) if len(v) > 1 else 0.0,
+                            "values": [float(x) for x in v]} for k, v in r.items()} for name, r in rows.items()}
     orderings = []
     for title, better, worse, level in ORDERINGS:
         if better in rows and worse in rows:
             entry = {"ordering": title, "level": level, "better": better, "worse": worse}
             for metric in ("f1", "f1_pooled", "auc"):
                 a, b = rows[better][f"{level}_{metric}"], rows[worse][f"{level}_{metric}"]
-                p = float(ttest_rel(a, b).pvalue) if len(a) >= 3 and np.any(np.subtract(a, b) != 0) else float("nan")
+                diff = np.subtract(a, b)
+                p = float(ttest_rel(a, b).pvalue) if len(a) >= 3 and np.ptp(diff) > 0 else float("nan")
                 entry[metric] = {"held_in": int(sum(x > y for x, y in zip(a, b))), "seeds": len(a),
                                  "mean_diff": float(np.mean(np.subtract(a, b))), "t_pvalue": p}
             orderings.append(entry)
