@@ -38,13 +38,17 @@ STAGE_FILE = "stage.json"
 #: ids whose values are locations, not settings: moving the data or the outputs does not re-run a stage
 PATH_IDS = ("bundle_root", "dataset_dir", "datalist_file", "datalist", "phantom_dir", "output_dir", "models_dir",
             "config_dir", "meta_file")
+#: ids that say how a stage runs, not what it computes: the device (each DDP rank has its own), loader and cache
+#: workers, progress. Changing them (or moving from CPU to GPU) does not re-run a finished stage.
+EXECUTION_IDS = ("device", "num_workers", "cache_workers", "progress")
 
 
 def config_fingerprint(parser: ConfigParser, roots: Iterable[str] = ("initialize", "run", "finalize"),
-                       path_ids: Iterable[str] = PATH_IDS) -> str:
+                       path_ids: Iterable[str] = PATH_IDS + EXECUTION_IDS) -> str:
     """Hash of the raw config of every id reachable from ``roots`` (the parsed ``parser``'s items).
 
-    Ids in ``path_ids`` and ids ending in ``_dir``/``_file`` are left out (locations, not settings).
+    Ids in ``path_ids`` (locations and execution settings: :data:`PATH_IDS`, :data:`EXECUTION_IDS`) and ids ending in
+    ``_dir``/``_file`` are left out.
     """
     if not parser.ref_resolver.items:
         parser.parse(True)
@@ -109,7 +113,7 @@ def run_stages(stages: Sequence[Mapping], settings: Mapping | None = None, datal
     a stage config that shards its data (a ``DistributedSampler``) splits the work, the others run identically
     on each rank (MONAI's metric handlers gather across ranks, so a rank-0-only stage would deadlock; identical
     outputs are written atomically, so concurrent writes of the same file are safe). Rank 0 alone writes
-    ``stage.json``, and the ranks meet at a barrier around every skip decision so that they take the same one.
+    ``stage.json`` and takes every skip decision for all ranks (its fingerprint and stage record are broadcast).
 
     Returns:
         one record per stage: ``name``, ``fingerprint``, ``skipped``, ``seconds``.
@@ -134,6 +138,8 @@ def run_stages(stages: Sequence[Mapping], settings: Mapping | None = None, datal
         folder = Path(stage["output_dir"])
         dist.barrier()  # every rank sees the stage files as rank 0 left them, and reads them before rank 0 writes
         have = _read_stage(folder)
+        # rank 0 decides for all: ranks may differ in what they hash (a rank's own device) or see
+        fp, have = dist.broadcast((fp, have))
         dist.barrier()
         if resume and have.get("fingerprint") == fp and have.get("status") == "done":
             logger.info("stage %s: up to date in %s (fingerprint %s), skipped", name, folder, fp)
@@ -180,3 +186,11 @@ class _Dist:
     def barrier(self) -> None:
         if self.td is not None:
             self.td.barrier()
+
+    def broadcast(self, obj):
+        """Rank 0's ``obj`` on every rank (itself in a single process)."""
+        if self.td is None:
+            return obj
+        box = [obj]
+        self.td.broadcast_object_list(box, src=0)
+        return box[0]

@@ -21,9 +21,12 @@ __all__ = [
     "PRETRAIN_METHODS",
     "build_roi_cache",
     "method_stages",
+    "model_normalisation_file",
     "normalisation",
     "patient_uid",
+    "read_json_or_none",
     "resolve_vertebra_datalist",
+    "save_model_normalisation",
     "vertebra_records",
     "vertebra_uid",
 ]
@@ -78,6 +81,28 @@ def normalisation(cache_dir: str | os.PathLike) -> dict:
                                     f"{Path(cache_dir) / 'stage.json'} and run the 'cache' stage).")
         return {"subtrahend": [0.0] * 5, "divisor": [1.0] * 5, "bmd_mean": 0.0, "bmd_std": 1.0}
     return _load(path)
+
+
+def save_model_normalisation(cache_dir: str | os.PathLike, stage_dir: str | os.PathLike) -> str:
+    """Store the cache's normalisation (CT window, texture statistics, BMD mean/std) beside the fine-tuned model
+    (``stage_dir/normalisation.json``): inference undoes the BMD standardisation and windows the CT with the values
+    the model was trained with, wherever the model file goes."""
+    from monai_osteo.io import atomic_write_json
+
+    return str(atomic_write_json(Path(stage_dir) / "normalisation.json", normalisation(cache_dir)))
+
+
+def model_normalisation_file(model_file: str | os.PathLike, cache_dir: str | os.PathLike | None = None) -> str | None:
+    """``normalisation.json`` beside ``model_file`` (written by the fine-tuning stage), else the cache's, else None."""
+    for folder in (Path(model_file).parent, Path(cache_dir) if cache_dir is not None else None):
+        if folder is not None and (folder / "normalisation.json").is_file():
+            return str(folder / "normalisation.json")
+    return None
+
+
+def read_json_or_none(path: str | os.PathLike | None) -> dict | None:
+    """The JSON content of ``path``, or None when ``path`` is None."""
+    return None if path is None else _load(path)
 
 
 def vertebra_records(cache_dir: str | os.PathLike, splits: Sequence[str], labelled: bool = True,

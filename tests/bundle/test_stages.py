@@ -115,3 +115,15 @@ def test_failing_stage_leaves_it_unfinished(setup):
     with pytest.raises(RuntimeError):
         run_stages([_stage(bad, out)], datalist=str(datalist))
     assert json.loads((out / STAGE_FILE).read_text())["status"] == "running"
+
+
+def test_execution_settings_do_not_rerun_a_stage(setup):
+    """The device, loader workers and cache workers say how a stage runs, not what it computes (each DDP rank has its
+    own device: the ranks must agree on the fingerprint)."""
+    config, datalist, tmp = setup
+    config.write_text(json.dumps({**STAGE, "device": "cpu", "num_workers": 2, "cache_workers": 1,
+                                  "run": STAGE["run"] + ["$print(@device, @num_workers, @cache_workers)"]}))
+    out = tmp / "exec"
+    run_stages([_stage(config, out)], datalist=str(datalist))
+    records = run_stages([_stage(config, out, device="cuda:1", num_workers=8, cache_workers=4)], datalist=str(datalist))
+    assert records[0]["skipped"] and _count(out) == "1"

@@ -24,7 +24,7 @@ from tests.utils import assert_allclose
 
 ARCH = {"roi_size": [32, 32, 32], "roi_spacing": 1.5, "widen_factor": 0.125}
 CONFIGS = ["train.json", "inference.json"]
-BMD = {"bmd_mean": 0.85, "bmd_std": 0.15}
+BMD = {"bmd_mean": 0.85, "bmd_std": 0.15, "subtrahend": [-200.0, 0, 0, 0, 0], "divisor": [1500.0, 1, 1, 1, 1]}
 SECRET = "Doe_John"
 
 
@@ -55,8 +55,7 @@ def data(tmp_path_factory) -> dict:
     torch.manual_seed(0)
     net = _workflow(root).parser.get_parsed_content("network_def")
     torch.save(net.state_dict(), root / "model.pt")
-    (root / "run" / "cache").mkdir(parents=True)
-    (root / "run" / "cache" / "normalisation.json").write_text(json.dumps(BMD))
+    (root / "normalisation.json").write_text(json.dumps(BMD))  # beside the model, as the fine-tuning stage writes it
     return {"root": root, "patients": patients, "cases": cases, "bad": bad_cases, "model": root / "model.pt"}
 
 
@@ -66,6 +65,7 @@ def run(data, tmp_path_factory) -> dict:
     cases = [data["cases"][0], *data["bad"], data["cases"][1]]
     wf = _workflow(data["root"], input_datalist=cases, model_file=str(data["model"]), predictions_dir=str(out))
     assert wf.check_properties() == []
+    assert wf.parser.get_parsed_content("normalisation_file") == str(data["root"] / "normalisation.json")
     wf.run()
     return {"out": out, "summary": json.loads((out / "summary.json").read_text()), "cases": cases}
 
