@@ -239,7 +239,7 @@ def _cache_ct(job: tuple) -> tuple[list[tuple[str, dict]], list[dict]]:
     return cached, skipped
 
 
-_TARGET_KEYS = ("patient_id", "site", "dxa_device", "device_index", "level", "position", "label", "bmd", "t_score",
+_TARGET_KEYS = ("site", "dxa_device", "device_index", "level", "position", "label", "bmd", "t_score",
                 "labeled")
 
 
