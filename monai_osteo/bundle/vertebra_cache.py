@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import logging
 import os
 from collections import defaultdict
@@ -283,7 +282,3 @@ def pool_normalisation(cache_dir: str | os.PathLike, records: Sequence[Mapping],
     return {"channels": ["CT", *features], "subtrahend": [lo, *mean.tolist()], "divisor": [hi - lo, *std.tolist()],
             "hu_window": [lo, hi], "records": len(records)}
 
-
-def read_json(path: str | os.PathLike) -> dict:
-    with open(path) as fh:
-        return json.load(fh)

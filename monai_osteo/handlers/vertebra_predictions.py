@@ -19,6 +19,7 @@ import torch
 from ignite.engine import Engine, Events
 
 from monai_osteo.io import atomic_write_json, atomic_write_text
+from monai_osteo.networks.nets.vertebra_net import split_vertebra_output
 
 __all__ = ["VertebraPredictionWriter", "predicted_t_score", "PREDICTION_COLUMNS"]
 
@@ -98,11 +99,11 @@ class VertebraPredictionWriter:
             raise ValueError("VertebraPredictionWriter needs the batch output (set decollate=False on the evaluator).")
         pred = output["pred"].detach().float().cpu()
         n = pred.shape[0]
-        c, stop = self.num_classes, self.num_classes + 1 + self.num_positions
-        prob = torch.softmax(pred[:, :c], dim=1)[:, 1].tolist()
-        bmd_pred = (pred[:, c] * self.bmd_std + self.bmd_mean).tolist()
-        pos_pred = (pred[:, c + 1:stop].argmax(dim=1) + 1).tolist()
-        gates = pred[:, stop:].tolist()
+        out = split_vertebra_output(pred, self.num_classes, self.num_positions)
+        prob = torch.softmax(out["class"], dim=1)[:, 1].tolist()
+        bmd_pred = (out["bmd"] * self.bmd_std + self.bmd_mean).tolist()
+        pos_pred = (out["position"].argmax(dim=1) + 1).tolist()
+        gates = out["gate"].tolist()
         target = batch.get("target")
         target = torch.as_tensor(target).float().reshape(n, -1) if target is not None else torch.full((n, 3), -1.0)
         cols = {k: _column(batch, k, n, "") for k in ("uid", "patient", "site", "dxa_device", "level")}

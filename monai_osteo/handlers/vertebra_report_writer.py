@@ -22,6 +22,7 @@ from ignite.engine import Engine, Events
 from monai_osteo.data.vertebra_labels import LEVELS, VERSE_LABELS
 from monai_osteo.handlers.vertebra_predictions import predicted_t_score
 from monai_osteo.io import atomic_write_json
+from monai_osteo.networks.nets.vertebra_net import split_vertebra_output
 
 __all__ = ["VertebraReportWriter", "save_vertebra_report_png"]
 
@@ -133,14 +134,12 @@ class VertebraReportWriter:
                 entry["input"] = str(_first(batch["source"]))
             self.failed.append(entry)
             return None
-        c, stop = self.num_classes, self.num_classes + 1 + self.num_positions
-        if pred.ndim != 2 or pred.shape[1] <= stop:
-            raise ValueError(f"pred must be (B, > {stop}) (class | bmd | position | gate), got {list(pred.shape)}.")
-        prob = torch.softmax(pred[:, :c], dim=1)[:, 1].tolist()
-        bmd_z = pred[:, c].tolist()
-        pos_p = torch.softmax(pred[:, c + 1:stop], dim=1)
+        out = split_vertebra_output(pred, self.num_classes, self.num_positions)  # checks the layout
+        prob = torch.softmax(out["class"], dim=1)[:, 1].tolist()
+        bmd_z = out["bmd"].tolist()
+        pos_p = torch.softmax(out["position"], dim=1)
         pos_idx, pos_conf = pos_p.argmax(dim=1).tolist(), pos_p.max(dim=1).values.tolist()
-        gates = pred[:, stop:].tolist()
+        gates = out["gate"].tolist()
         device = str(_first(batch["dxa_device"]))
         levels, values = [str(v) for v in batch["level"]], _ints(batch["label_value"])
         vertebrae = []

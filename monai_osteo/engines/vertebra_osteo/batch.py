@@ -11,7 +11,7 @@ missing), standardised BMD (NaN = missing), position index 0-17 (-1 = missing), 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
 import numpy as np
 import torch
@@ -92,6 +92,3 @@ def targets_of(record: Mapping, bmd_mean: float, bmd_std: float) -> list[float]:
             (float(bmd) - bmd_mean) / bmd_std if bmd is not None else float("nan"),
             float(int(pos) - 1) if pos is not None and int(pos) >= 1 else -1.0]
 
-
-def as_list(x: Sequence | torch.Tensor) -> list:
-    return x.tolist() if isinstance(x, torch.Tensor) else list(x)
