@@ -18,7 +18,7 @@ from monai_osteo.metrics.segmentation import (
     per_class_dice,
 )
 from monai_osteo.metrics.subject import aggregate_subjects, subject_macro_f1
-from monai_osteo.metrics.subject_metric import SubjectMacroF1
+from monai_osteo.metrics.subject_metric import SubjectAUC, SubjectMacroF1, subject_key_metric
 from monai_osteo.metrics.vertebra import (
     aggregate_patients,
     bmd_agreement,
@@ -28,6 +28,7 @@ from monai_osteo.metrics.vertebra import (
 )
 
 __all__ = [
+    "SubjectAUC",
     "SubjectMacroF1",
     "QC_FLAGS",
     "ConsensusDiceMetric",
@@ -49,5 +50,6 @@ __all__ = [
     "screening_qc_flags",
     "segmentation_confidence",
     "site_metrics",
+    "subject_key_metric",
     "subject_macro_f1",
 ]

@@ -1,4 +1,4 @@
-"""Subject macro-F1 as an ignite metric: the hand paper's model-selection criterion inside a MONAI evaluator."""
+"""Subject-level ignite metrics for MONAI evaluators: macro-F1 (the hand paper's model-selection criterion) and AUC."""
 
 from __future__ import annotations
 
@@ -7,10 +7,11 @@ from collections.abc import Callable
 import torch
 from ignite.engine import Engine
 from ignite.metrics import Metric
+from sklearn.metrics import roc_auc_score
 
 from monai_osteo.metrics.subject import aggregate_subjects, subject_macro_f1
 
-__all__ = ["SubjectMacroF1"]
+__all__ = ["SubjectAUC", "SubjectMacroF1", "subject_key_metric"]
 
 
 class SubjectMacroF1(Metric):
@@ -54,5 +55,36 @@ class SubjectMacroF1(Metric):
 
     def compute(self) -> float:
         if not self._records:
-            raise ValueError("SubjectMacroF1 must have at least one example before it can be computed.")
-        return subject_macro_f1(aggregate_subjects(self._records))
+            raise ValueError(f"{type(self).__name__} must have at least one example before it can be computed.")
+        return self._score(aggregate_subjects(self._records))
+
+    def _score(self, subjects: list[dict]) -> float:
+        return subject_macro_f1(subjects)
+
+
+class SubjectAUC(SubjectMacroF1):
+    """ROC AUC of the subjects' mean bone probability of class 1 (Eq. 10's score before the argmax).
+
+    Same inputs as :class:`SubjectMacroF1`. A threshold-free selection criterion: on a few dozen validation subjects
+    macro-F1 moves in steps of one subject crossing 0.5 and favours early, under-fitted probes (quick preset,
+    ``probe_selection: "auc"``). scikit-learn computes the AUC; it is undefined (``ValueError``) when the
+    validation subjects hold one class only.
+    """
+
+    def _score(self, subjects: list[dict]) -> float:
+        labels = [int(s["label"]) for s in subjects]
+        if len(set(labels)) < 2:
+            raise ValueError(f"SubjectAUC needs both classes among the subjects, got only label {labels[0]} "
+                             f"({len(labels)} subjects): put positive and negative subjects in the validation split.")
+        return float(roc_auc_score(labels, [s["probability"] for s in subjects]))
+
+
+_SELECTION = {"f1": ("val_subject_f1", SubjectMacroF1), "auc": ("val_subject_auc", SubjectAUC)}
+
+
+def subject_key_metric(selection: str = "f1", subject_key: str = "subject_id") -> dict[str, Metric]:
+    """``{name: metric}`` for an evaluator's ``key_val_metric``: ``"f1"`` (the paper) or ``"auc"``."""
+    if selection not in _SELECTION:
+        raise ValueError(f"model selection must be one of {sorted(_SELECTION)}, got {selection!r}.")
+    name, cls = _SELECTION[selection]
+    return {name: cls(subject_key=subject_key)}
