@@ -1,4 +1,4 @@
-"""SubjectMacroF1 attached to an ignite engine equals subject_macro_f1(aggregate_subjects(...)) computed by hand."""
+"""SubjectMacroF1 and SubjectAUC attached to an ignite engine equal the subject-level F1 and AUC computed by hand."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import torch
 from ignite.engine import Engine
 
 from monai_osteo.metrics.subject import aggregate_subjects, subject_macro_f1
-from monai_osteo.metrics.subject_metric import SubjectMacroF1
+from monai_osteo.metrics.subject_metric import SubjectAUC, SubjectMacroF1, subject_key_metric
 
 
 def _batches(seed=0, n_batches=3, batch_size=5, n_subjects=6):
@@ -97,3 +97,48 @@ def test_missing_subject_key_raises():
     SubjectMacroF1().attach(engine, "f1")
     with pytest.raises(ValueError, match="subject"):
         engine.run([(torch.randn(2, 2), torch.tensor([0, 1]))], max_epochs=1)
+
+
+def _auc_oracle(batches):
+    """roc_auc_score of each subject's mean bone probability of class 1, grouped by hand (no library grouping)."""
+    from sklearn.metrics import roc_auc_score
+
+    probs, labels = {}, {}
+    for b in batches:
+        for p, y, s in zip(torch.softmax(b["logits"], 1)[:, 1].tolist(), b["label"].tolist(), b["subject_id"]):
+            probs.setdefault(s, []).append(p)
+            labels[s] = y
+    subjects = sorted(probs)
+    return roc_auc_score([labels[s] for s in subjects], [sum(probs[s]) / len(probs[s]) for s in subjects])
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_subject_auc_matches_sklearn_on_subject_means(seed):
+    batches = _batches(seed, n_subjects=12, n_batches=4)
+    if len({int(y) for b in batches for y in b["label"]}) < 2:
+        pytest.skip("one class drawn")
+    state = _evaluator(SubjectAUC(), "auc").run(batches, max_epochs=1)
+    assert state.metrics["auc"] == pytest.approx(_auc_oracle(batches), abs=1e-12)
+
+
+def test_subject_auc_ranks_subject_means_not_bones():
+    # the subjects' scores are the means of their bones' class-1 probabilities (Eq. 10), not single bones
+    b = {"logits": torch.tensor([[-3.0, 3.0], [1.0, -1.0], [1.0, -1.0], [-0.5, 0.5], [1.0, -1.0], [1.0, -1.0]]),
+         "label": torch.tensor([0, 0, 0, 1, 1, 1]), "subject_id": ["n", "n", "n", "p", "p", "p"]}
+    # n: mean p1 = (0.9975 + 0.1192 * 2) / 3 = 0.4120; p: (0.7311 + 0.1192 * 2) / 3 = 0.3232 -> AUC 0
+    assert _evaluator(SubjectAUC(), "auc").run([b], max_epochs=1).metrics["auc"] == pytest.approx(0.0)
+    b["logits"][3] = torch.tensor([-4.0, 4.0])  # p: (0.99966 + 0.2384) / 3 = 0.4127 > n's 0.4120 -> AUC 1
+    assert _evaluator(SubjectAUC(), "auc").run([b], max_epochs=1).metrics["auc"] == pytest.approx(1.0)
+
+
+def test_subject_auc_needs_both_classes():
+    b = {"logits": torch.randn(4, 2), "label": torch.tensor([1, 1, 1, 1]), "subject_id": ["a", "a", "b", "c"]}
+    with pytest.raises(ValueError, match="both classes"):
+        _evaluator(SubjectAUC(), "auc").run([b], max_epochs=1)
+
+
+def test_subject_key_metric_names_and_rejects_unknown():
+    assert list(subject_key_metric("f1")) == ["val_subject_f1"]
+    assert isinstance(subject_key_metric("auc")["val_subject_auc"], SubjectAUC)
+    with pytest.raises(ValueError, match="model selection must be one of"):
+        subject_key_metric("accuracy")
