@@ -14,7 +14,7 @@ of its bones' probabilities (Eq. 10). Feature sets:
   "random features" reference for a trained encoder);
 - the run's SSL encoder (frozen).
 
-Prints the best AUC over C in {1e-4 ... 1} per set (the best C is chosen on the same folds, an optimistic ceiling
+Prints the best AUC over C in {1e-4 ... 100} per set (the best C is chosen on the same folds, an optimistic ceiling
 for a linear probe, not a test result).
 """
 
@@ -79,7 +79,7 @@ def cv_auc(x: np.ndarray, sid: np.ndarray, y: np.ndarray) -> tuple[float, float,
     subjects = np.unique(sid)
     ys = np.array([y[sid == s][0] for s in subjects])
     best = (0.0, 0.0, 0.0)
-    for c in (1e-4, 1e-3, 1e-2, 1e-1, 1.0):
+    for c in (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0):
         aucs = []
         for tr, te in StratifiedKFold(5, shuffle=True, random_state=0).split(subjects, ys):
             m = np.isin(sid, subjects[tr])
