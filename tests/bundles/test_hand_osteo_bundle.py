@@ -295,7 +295,8 @@ def test_every_setting_of_train_json_reaches_its_stages():
     structural = {"imports", "config_dir", "meta_file", "dataset_dir", "datalist_file", "phantom_preset",
                   "phantom_overrides", "phantom_dir", "stage_settings", "segmentation_overrides", "stage_overrides",
                   "segmentation_bundle", "stages", "initialize", "run", "finalize", "classifier_def",
-                  "patches_configs", "ssl_configs", "probe_configs", "gates_configs", "evaluation_configs"}
+                  "patches_configs", "ssl_configs", "probe_configs", "gates_configs", "evaluation_configs",
+                  "gates_enabled"}
     passed = {v[1:] for v in [*config["stage_settings"].values(), *config["segmentation_overrides"].values()]}
     assert sorted(set(config) - structural - passed) == []
 
@@ -316,3 +317,24 @@ def test_out_of_distribution_images_get_no_decision(trained, tmp_path):
     for path in (tmp_path / "out").glob("r*.json"):
         r = json.loads(path.read_text())
         assert r["decision_name"].startswith("no decision") and r["qc_flags"]
+
+
+@pytest.mark.parametrize("preset, intensity, selection", [(None, (-0.5, 0.5), "val_subject_f1"),
+                                                          ("quick.json", (0.0, 0.0), "val_subject_auc")])
+def test_ssl_view_intensity_and_probe_selection_follow_the_preset(tmp_path, preset, intensity, selection):
+    """The paper preset keeps the paper's 50-150 % brightness/contrast in every SSL view and selects the probe on
+    subject macro-F1; the quick preset changes neither intensity (the phantom's signal is bone density) and selects
+    on subject AUC. Checked on the parsed stage configs, as ``run_stages`` builds them."""
+    files = ["train.json"] + ([preset] if preset else [])
+    over = {"bundle_root": str(BUNDLE), "output_dir": str(tmp_path / "run"), "datalist": [], "device": "cpu"}
+    parser = workflow([*files, "train_ssl.json"], None, **over).parser
+    crop = next(t for t in parser.get_parsed_content("train#preprocessing").transforms
+                if type(t).__name__ == "RandConstrainedMultiCropd")
+    views = [crop.view_transform, crop.local_view_transform]
+    for view in views:
+        brightness, contrast = view.transforms[3].scaler, view.transforms[4].scaler
+        assert tuple(brightness.factors) == intensity and tuple(contrast.factors) == intensity
+    probe = workflow([*files, "train_probe.json"], None, **over).parser
+    assert list(probe.get_parsed_content("validate#key_metric")) == [selection]
+    assert {*probe.get_parsed_content("validate#additional_metrics"), selection} == {"val_subject_f1",
+                                                                                       "val_subject_auc"}

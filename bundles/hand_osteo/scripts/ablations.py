@@ -119,7 +119,7 @@ ORDERING = {"supcon": "T3: SimCLR > SupCon", "swav": "T3: SimCLR > SwAV", "vicre
             "supervised_only": "T6: SSL + probe > supervised only"}
 
 
-def table(results: dict) -> str:
+def table(results: dict, resamples: int = 2000) -> str:
     keys = ("f1", "auc", "accuracy")
     ref = results.get("simclr")
 
@@ -146,7 +146,7 @@ def table(results: dict) -> str:
     for name, runs in results.items():
         if name not in ORDERING:
             continue
-        t = ordering_tests(ref, runs)
+        t = ordering_tests(ref, runs, resamples)
         if not t["seeds"]:
             continue
         ci = t.get("bootstrap_ci")
