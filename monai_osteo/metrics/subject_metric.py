@@ -42,8 +42,8 @@ class SubjectMacroF1(Metric):
         logits, labels = self._output_transform(engine.state.output)
         batch = engine.state.batch
         if not isinstance(batch, dict) or self.subject_key not in batch:
-            raise ValueError(f"SubjectMacroF1 needs the subject ids in the batch under {self.subject_key!r} (a dict "
-                             "batch: build the evaluator with decollate=False).")
+            raise ValueError(f"{type(self).__name__} needs the subject ids in the batch under {self.subject_key!r} "
+                             "(a dict batch: build the evaluator with decollate=False).")
         self.update((logits, labels, batch[self.subject_key]))
 
     def update(self, output) -> None:
