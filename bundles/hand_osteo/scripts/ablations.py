@@ -77,7 +77,11 @@ def _subject_scores(eval_dir: Path) -> dict[str, list]:
 
 def ordering_tests(full: dict, variant: dict, resamples: int = 2000, seed: int = 0) -> dict:
     """Does the full method beat ``variant`` on test AUC? Over seeds (count, paired t-test) and over subjects
-    (paired bootstrap of the pooled AUC difference; the two runs of a seed score the same test subjects)."""
+    (paired bootstrap of the pooled AUC difference; the two runs of a seed score the same test subjects).
+
+    The bootstrap resamples each seed's subjects separately and averages the per-seed differences (each seed has
+    its own cohort), which ``monai_osteo.engines.hand_osteo.evaluation.paired_auc_difference`` (one set of
+    subjects) does not do; per seed it is the same paired percentile bootstrap."""
     from scipy.stats import ttest_rel
     from sklearn.metrics import roc_auc_score
 
