@@ -5,6 +5,9 @@
 #   bash scripts/run.sh test [ARGS]   # lint (ruff) + the default test suite (pytest); what CI runs
 #   bash scripts/run.sh setup         # only create/refresh the environment
 #   bash scripts/run.sh python ARGS   # run python inside the environment
+#   bash scripts/run.sh label-setup   # only create/refresh the MONAI Label environment (a separate one)
+#   bash scripts/run.sh label-server [--studies DIR] [--port N] [ARGS]  # MONAI Label server, 127.0.0.1
+#   bash scripts/run.sh label-test [ARGS]  # the MONAI Label app's HTTP tests, in that environment
 #
 # The virtual environment lives outside the clone, keyed by a hash of the dependency lists
 # (setup.cfg, pyproject.toml) and the Python version, so a dependency change builds a new one and an
@@ -21,23 +24,33 @@ command -v "$PYTHON" >/dev/null 2>&1 || { log "error: $PYTHON not found; install
 "$PYTHON" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' || {
   log "error: Python >= 3.11 is needed, found $("$PYTHON" -V 2>&1); set PYTHON=/path/to/python3.11"; exit 2; }
 
-key=$( { cat "$ROOT/setup.cfg" "$ROOT/pyproject.toml"; echo "$EXTRAS"; "$PYTHON" -V; } | sha256sum | cut -c1-16)
-VENV=${MONAI_OSTEO_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/monai_osteo/venv-$key}
+# setup_env VENV EXTRAS: create the environment if it is not complete, then point it at this clone
+env_path() {  # env_path PREFIX EXTRAS -> the environment's path for this clone's dependency lists
+  local key
+  key=$( { cat "$ROOT/setup.cfg" "$ROOT/pyproject.toml"; echo "$2"; "$PYTHON" -V; } | sha256sum | cut -c1-16)
+  echo "${XDG_CACHE_HOME:-$HOME/.cache}/monai_osteo/$1-$key"
+}
+VENV=${MONAI_OSTEO_VENV:-$(env_path venv "$EXTRAS")}
+# MONAI Label 0.8.5 needs numpy < 2, pydicom < 3, jsonschema < 4 (its pydicom-seg dependency): an environment
+# of its own, so the main one stays on numpy 2 / pydicom 3 (the "label" extra pins them; see apps/monailabel)
+LABEL_EXTRAS=test,label
+LABEL_VENV=${MONAI_OSTEO_LABEL_VENV:-$(env_path label-venv "$LABEL_EXTRAS")}
 
 setup_env() {
-  mkdir -p "$(dirname "$VENV")"
-  exec 9>"$VENV.lock"
+  local venv=${1:-$VENV} extras=${2:-$EXTRAS}
+  mkdir -p "$(dirname "$venv")"
+  exec 9>"$venv.lock"
   flock 9
-  if [ ! -f "$VENV/.complete" ]; then
-    log "creating environment $VENV (first run: downloads torch, MONAI, ITK, ...; several minutes)"
-    rm -rf "$VENV"
-    "$PYTHON" -m venv "$VENV"
-    "$VENV/bin/python" -m pip install -q --upgrade pip setuptools wheel
-    "$VENV/bin/python" -m pip install -q -e "$ROOT[$EXTRAS]"
-    touch "$VENV/.complete"
+  if [ ! -f "$venv/.complete" ]; then
+    log "creating environment $venv (first run: downloads torch, MONAI, ITK, ...; several minutes)"
+    rm -rf "$venv"
+    "$PYTHON" -m venv "$venv"
+    "$venv/bin/python" -m pip install -q --upgrade pip setuptools wheel
+    "$venv/bin/python" -m pip install -q -e "$ROOT[$extras]"
+    touch "$venv/.complete"
   fi
   # point the environment at this clone (cheap; the environment may be shared by several clones)
-  "$VENV/bin/python" -m pip install -q --no-deps --no-build-isolation -e "$ROOT" >/dev/null
+  "$venv/bin/python" -m pip install -q --no-deps --no-build-isolation -e "$ROOT" >/dev/null
   flock -u 9
 }
 
@@ -89,6 +102,8 @@ PY
   python)
     setup_env
     exec "$VENV/bin/python" "$@" ;;
+  label-setup)
+    setup_env "$LABEL_VENV" "$LABEL_EXTRAS"; log "MONAI Label environment ready: $LABEL_VENV" ;;
   *)
     sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

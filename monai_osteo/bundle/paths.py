@@ -17,13 +17,15 @@ logger = logging.getLogger("monai_osteo.bundle")
 
 
 def find_bundle_root(name: str) -> str:
-    """The bundle folder: the current directory if it is the bundle, else ``bundles/<name>`` below it."""
+    """The bundle folder: the current directory if it is the bundle, else ``bundles/<name>`` below it, else the
+    ``bundles/<name>`` of the repository this package is installed from (an editable install; MONAI Label's server
+    runs from the app's folder)."""
     cwd = Path.cwd()
     if (cwd / "configs" / "metadata.json").is_file() and cwd.name == name:
         return str(cwd)
-    candidate = cwd / "bundles" / name
-    if (candidate / "configs").is_dir():
-        return str(candidate)
+    for candidate in (cwd / "bundles" / name, Path(__file__).resolve().parents[2] / "bundles" / name):
+        if (candidate / "configs").is_dir():
+            return str(candidate)
     raise FileNotFoundError(f"bundle {name!r} not found from {cwd}: run from the repository root or the bundle folder, "
                             "or pass --bundle_root PATH.")
 

@@ -15,11 +15,22 @@ from ignite.engine import Engine, Events
 from monai_osteo.bundle.paths import output_id
 from monai_osteo.io import atomic_write_json
 
-__all__ = ["ScreeningReportWriter"]
+__all__ = ["ScreeningReportWriter", "screening_report"]
 
 logger = logging.getLogger("monai_osteo.hand_osteo")
 REPORT_KEYS = ("decision", "decision_name", "probability", "threshold", "bone_probabilities", "bones_found",
                "bones_missing", "qc_flags", "qc_messages", "gates")
+
+
+def screening_report(res: dict, rid: str, seconds: float) -> dict:
+    """The JSON report of one screened radiograph (a post-processed ``HandScreeningInferer`` result)."""
+    report = {"id": rid, **{k: res[k] for k in REPORT_KEYS if k in res},
+              "segmentation": {k: res[k] for k in ("confidence", "bone_area_fraction", "mean_entropy_in_bones",
+                                                   "mean_mutual_information_in_bones")},
+              "seconds": round(seconds, 3)}
+    if "probability_ungated" in res:
+        report["probability_ungated"] = res["probability_ungated"]
+    return report
 
 
 class ScreeningReportWriter:
@@ -68,12 +79,7 @@ class ScreeningReportWriter:
             index = int(torch.as_tensor(batch[self.index_key]).reshape(-1)[i])
             source = str(batch[self.source_key][i])
             rid = output_id(source, index)
-            report = {"id": rid, **{k: res[k] for k in REPORT_KEYS if k in res},
-                      "segmentation": {k: res[k] for k in ("confidence", "bone_area_fraction", "mean_entropy_in_bones",
-                                                           "mean_mutual_information_in_bones")},
-                      "seconds": round(seconds, 3)}
-            if "probability_ungated" in res:
-                report["probability_ungated"] = res["probability_ungated"]
+            report = screening_report(res, rid, seconds)
             if self.record_source:
                 report["source"] = source
             atomic_write_json(self.output_dir / f"{rid}.json", report)
