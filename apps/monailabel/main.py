@@ -23,13 +23,13 @@ import os
 from pathlib import Path
 
 import monailabel
+from lib.activelearning import BoneUncertainty, BoneUncertaintyScorer, BoneUncertaintyScoring
+from lib.infers import HandBonesInferTask, HandScreeningInferTask
+from lib.trainers import HandBonesTrainTask
 from monailabel.interfaces.app import MONAILabelApp
 from monailabel.tasks.activelearning.first import First
 from monailabel.tasks.activelearning.random import Random
 
-from lib.activelearning import BoneUncertainty, BoneUncertaintyScorer, BoneUncertaintyScoring
-from lib.infers import HandBonesInferTask, HandScreeningInferTask
-from lib.trainers import HandBonesTrainTask
 from monai_osteo.bundle.label_app import prepare_bone_bundle, run_settings
 
 logger = logging.getLogger(__name__)

@@ -50,8 +50,9 @@ def load_network_weights(network: torch.nn.Module, path: str | os.PathLike, devi
     try:
         network.load_state_dict(state, strict=True)
     except RuntimeError as e:
-        raise RuntimeError(f"{path}: the weights do not fit the network ({e}); check that the architecture settings "
-                           "(channels, decoders, samples, latent and head sizes) are the ones it was trained with.") from e
+        raise RuntimeError(f"{path}: the weights do not fit the network ({e}); check that the architecture "
+                           "settings (channels, decoders, samples, latent and head sizes) are the ones it was "
+                           "trained with.") from e
     return network
 
 
@@ -119,7 +120,7 @@ def read_bone_bundle(bundle: str | os.PathLike, device: str | torch.device = "cp
 
 @torch.no_grad()
 def bone_uncertainty(network: torch.nn.Module, image: torch.Tensor, spatial_size: Sequence[int],
-                     num_samples: int | None = None) -> float:
+                     num_samples: int | None = None, seed: int = 0) -> float:
     """Epistemic uncertainty of a radiograph's bone segmentation: mean mutual information inside the bones.
 
     The mutual information between the label and the hypothesis (total predictive entropy minus the mean entropy
@@ -127,13 +128,16 @@ def bone_uncertainty(network: torch.nn.Module, image: torch.Tensor, spatial_size
     mixture-mean label is a bone; an image where no bone is found averages the whole image (a model that finds
     nothing is uncertain there, and such images should be labelled early). Active learning labels the highest
     first. MONAI Label's ``EpistemicScoring`` needs dropout sampling and a 3-D volume's variance; the multi-decoder
-    U-Net's hypotheses give the mutual information directly.
+    U-Net's hypotheses give the mutual information directly. The latent samples are drawn from ``seed`` (the global
+    random state is left as it was), so a score depends only on the image and the model.
     """
     from monai_osteo.engines.hand_osteo.segment import segment_radiograph
 
     network.eval()
-    seg = segment_radiograph(network, torch.as_tensor(image).float(), spatial_size, uncertainty=True,
-                             num_samples=num_samples)
+    with torch.random.fork_rng(devices=[]):  # the hypotheses' latents are sampled: the same image, the same score
+        torch.manual_seed(seed)
+        seg = segment_radiograph(network, torch.as_tensor(image).float(), spatial_size, uncertainty=True,
+                                 num_samples=num_samples)
     mi = seg["mutual_information"]
     bones = seg["prob"].argmax(0) > 0
     return float(mi[bones].mean() if bool(bones.any()) else mi.mean())
@@ -178,6 +182,7 @@ class HandScreener:
                                                  self.run_dir / "segmentation.pt", self.device).eval()
         self.inferer = self.parser.get_parsed_content("inferer")
         self.postprocessing = self.parser.get_parsed_content("postprocessing")
+        self.seed = int(self.parser.get_parsed_content("seed"))
 
     @torch.no_grad()
     def __call__(self, path: str | os.PathLike) -> tuple[np.ndarray, dict]:

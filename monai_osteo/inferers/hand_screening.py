@@ -37,6 +37,9 @@ class HandScreeningInferer(Inferer):
         margin, min_area: see :class:`~monai_osteo.transforms.ExtractBonePatches` (the patch stage's settings).
         uncertainty: compute the predictive entropy and mutual information maps.
         min_image_side: images with a shorter side (a thumbnail, an icon) are not segmented: no bone is found.
+        seed: the segmentation's hypotheses sample latents; each radiograph draws them from this seed (the global
+            random state is left as it was), so a radiograph's result does not depend on what was screened before
+            it or in the same batch. None: draw from the global random state.
 
     ``__call__(inputs, network)`` takes (B, 1, H, W) radiographs in [0, 1] and returns one dict per radiograph:
     ``bone_probabilities`` {bone: class-1 probability or None}, ``class_probabilities`` (n_found, C),
@@ -50,7 +53,7 @@ class HandScreeningInferer(Inferer):
 
     def __init__(self, segmentation_network: torch.nn.Module, segmentation_size: Sequence[int] = (256, 176),
                  patch_size: int = 224, margin: float = 0.05, min_area: float = 5e-4, uncertainty: bool = True,
-                 min_image_side: int = 32) -> None:
+                 min_image_side: int = 32, seed: int | None = 0) -> None:
         super().__init__()
         self.segmentation_network = segmentation_network
         self.segmentation_size = tuple(int(s) for s in segmentation_size)
@@ -58,6 +61,7 @@ class HandScreeningInferer(Inferer):
         self.resize = bone_patch_resize(patch_size)
         self.uncertainty = uncertainty
         self.min_image_side = int(min_image_side)
+        self.seed = seed
 
     @torch.no_grad()
     def __call__(self, inputs: torch.Tensor, network: torch.nn.Module, *args, **kwargs) -> list[dict]:
@@ -70,9 +74,14 @@ class HandScreeningInferer(Inferer):
             prob = img.new_zeros((len(BONES) + 1, *img.shape[1:]))
             prob[0] = 1.0
             seg = {"prob": prob}
-        else:
+        elif self.seed is None:
             seg = segment_radiograph(self.segmentation_network, img, self.segmentation_size,
                                      uncertainty=self.uncertainty)
+        else:
+            with torch.random.fork_rng(devices=[img.device] if img.is_cuda else []):
+                torch.manual_seed(self.seed)
+                seg = segment_radiograph(self.segmentation_network, img, self.segmentation_size,
+                                         uncertainty=self.uncertainty)
         prob = seg["prob"]
         bones, not_found = self.extractor.find_bones(prob, tuple(img.shape[1:]))
         patches, _ = self.extractor.make_patches(img, bones, not_found, masks=False)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import tempfile
 import time
@@ -10,6 +11,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from fastapi import HTTPException
 from monai.transforms import SaveImaged
 from monailabel.interfaces.exception import MONAILabelError, MONAILabelException
 from monailabel.interfaces.tasks.infer_v2 import InferType
@@ -18,12 +20,33 @@ from monailabel.tasks.infer.bundle import BundleInferTask
 from PIL import Image
 
 from monai_osteo.bundle.label_app import HandScreener, load_network_weights
+from monai_osteo.bundle.paths import redact
 from monai_osteo.data.labels import BONES
 
 logger = logging.getLogger(__name__)
 
 #: MONAI Label's label names -> values, as the bundle's ``channel_def`` (background left out, as MONAI Label does)
 BONE_LABELS = {name.lower(): i + 1 for i, name in enumerate(BONES)}
+
+
+def unreadable(path: str, error: BaseException) -> HTTPException:
+    """HTTP 422 naming what is wrong with an image and the fix, without its path (which may carry a patient name)."""
+    reason = redact(f"{type(error).__name__}: {error}", str(path))
+    return HTTPException(status_code=422, detail=f"the image cannot be read as a radiograph ({reason}); replace it "
+                                                 "with a DICOM, PNG, TIFF, NIfTI or NRRD radiograph")
+
+
+def json_safe(x):
+    """JSON-compliant copy of a report: NaN/inf -> None (no probability), arrays -> lists."""
+    if isinstance(x, dict):
+        return {str(k): json_safe(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [json_safe(v) for v in x]
+    if hasattr(x, "tolist"):
+        return json_safe(x.tolist())
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    return x
 
 
 def write_label_png(labels: np.ndarray) -> str:
@@ -48,6 +71,12 @@ class HandBonesInferTask(BundleInferTask):
     def __init__(self, path: str, conf: dict, **kwargs: Any) -> None:
         super().__init__(path, conf, type=InferType.SEGMENTATION, post_filter=[SaveImaged], add_post_restore=False,
                          load_strict=True, **kwargs)
+
+    def run_pre_transforms(self, data, transforms):
+        try:
+            return super().run_pre_transforms(data, transforms)
+        except Exception as e:  # noqa: BLE001 - a clear 4xx instead of MONAI Label's bare 500
+            raise unreadable(str(data.get("image_path", "")), e) from None
 
     def _get_network(self, device, data):
         path = self.get_path()
@@ -116,8 +145,10 @@ class HandScreeningInferTask(BasicInferTask):
         device = device if (device != "cuda" or torch.cuda.is_available()) else "cpu"
         try:
             labels, report = self._screener(device)(image)
-        except ValueError as e:  # unreadable or not a radiograph: the reader's reason, without the file's name
-            raise MONAILabelException(MONAILabelError.INFERENCE_ERROR, str(e)) from None
+        except ValueError as e:  # unreadable: the reader's reason (the screener already removed the file's name)
+            raise HTTPException(status_code=422, detail=f"{e}; replace it with a DICOM, PNG, TIFF, NIfTI or NRRD "
+                                                        "radiograph") from None
+        report = json_safe(report)
         report.pop("id", None)
         report["label_names"] = self.labels
         report["latencies"] = {"total": round(time.time() - begin, 2)}
