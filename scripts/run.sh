@@ -2,11 +2,11 @@
 # Set up whatever is missing, then run one job of monai_osteo.
 #
 #   bash scripts/run.sh demo [ARGS]   # the main end-to-end job: hand_osteo bundle, quick preset (README "Quick start")
-#   bash scripts/run.sh test [ARGS]   # lint (ruff) + the default test suite (pytest); what CI runs
+#   bash scripts/run.sh test [ARGS]   # lint (ruff) + the default test suite (pytest) [+ label-test without ARGS]; CI
 #   bash scripts/run.sh setup         # only create/refresh the environment
 #   bash scripts/run.sh python ARGS   # run python inside the environment
 #   bash scripts/run.sh label-setup   # only create/refresh the MONAI Label environment (a separate one)
-#   bash scripts/run.sh label-server [--studies DIR] [--port N] [ARGS]  # MONAI Label server, 127.0.0.1
+#   bash scripts/run.sh label-server [--studies DIR] [--port N] [--run RUN] [ARGS]  # MONAI Label, 127.0.0.1
 #   bash scripts/run.sh label-test [ARGS]  # the MONAI Label app's HTTP tests, in that environment
 #
 # The virtual environment lives outside the clone, keyed by a hash of the dependency lists
