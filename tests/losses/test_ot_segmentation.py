@@ -225,3 +225,33 @@ def test_default_cost_pulls_background_back_from_a_foreground_class_that_swallow
     # without the background term the way out of this state is a plateau (gradient ~ inter / union^2)
     assert push_to_background(True) > 20 * push_to_background(False) > 0
     assert OTSegmentationLoss().include_background
+
+
+def test_iou_plus_ce_cost_is_the_sum_of_both_costs():
+    torch.manual_seed(1)
+    logits = torch.randn(2, 2, 2, 4, 8, 8, dtype=torch.float64)
+    alpha = torch.full((2, 2, 2), 0.25, dtype=torch.float64)
+    masks = torch.randint(0, 4, (2, 3, 8, 8))
+    loss = OTSegmentationLoss(cost="iou+ce", lam=0.0, gamma=1.0)
+    loss(logits, alpha, masks, None)
+    flat = logits.flatten(1, 2)
+    expected = soft_iou_cost(torch.softmax(flat, 2), masks, include_background=True) + cross_entropy_cost(flat, masks)
+    assert_allclose(loss.last["cost_matrix"], expected, rtol=1e-12)
+
+
+def test_ce_term_revives_a_class_whose_probability_collapsed():
+    # class 2 has a 6x6 bone but probability ~6e-6 everywhere (M1 in the soft-IoU-trained U-Nets, Dice 0 for good)
+    labels = torch.zeros(1, 1, 32, 32, dtype=torch.long)
+    labels[..., :8, :8], labels[..., 10:16, 10:16] = 1, 2
+    logits = F.one_hot(torch.where(labels == 2, 0, labels), 3).permute(0, 1, 4, 2, 3).double() * 6.0
+    logits[:, :, 2] = -6.0
+    logits.requires_grad_(True)
+
+    def push_up(cost: str) -> float:
+        """Descent direction of the collapsed class's logit summed over its own pixels (> 0: towards it)."""
+        logits.grad = None
+        OTSegmentationLoss(cost=cost)(logits, torch.ones(1, 1, dtype=torch.float64), labels, None).backward()
+        return -float(logits.grad[:, :, 2][labels == 2].sum())
+
+    assert 0 < push_up("iou") < 1e-3  # ~ p: the soft IoU alone cannot bring it back
+    assert push_up("iou+ce") > 100 * push_up("iou")
