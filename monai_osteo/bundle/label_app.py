@@ -25,7 +25,7 @@ from monai.bundle import ConfigParser
 from monai.data import list_data_collate
 
 from monai_osteo.bundle.paths import find_bundle_root, output_id, redact
-from monai_osteo.io import atomic_copy, atomic_write_json, atomic_write_text
+from monai_osteo.io import atomic_copy, atomic_write_json
 
 __all__ = ["HandScreener", "bone_uncertainty", "load_network_weights", "prepare_bone_bundle", "read_bone_bundle",
            "run_settings"]
@@ -85,22 +85,20 @@ def prepare_bone_bundle(dest: str | os.PathLike, weights: str | os.PathLike | No
     unknown = sorted(set(over) - set(ARCH_IDS))
     if unknown:
         raise ValueError(f"prepare_bone_bundle: unknown overrides {unknown}; allowed: {list(ARCH_IDS)}.")
-    for name in ("metadata.json", "logging.conf"):
-        atomic_copy(src / "configs" / name, dest / "configs" / name)
+    atomic_copy(src / "configs" / "logging.conf", dest / "configs" / "logging.conf")
+    atomic_copy(src / "LICENSE", dest / "LICENSE")
+    if (src / "docs").is_dir():
+        shutil.copytree(src / "docs", dest / "docs", dirs_exist_ok=True)
     for name in ("train.json", "inference.json"):
         config = json.loads((src / "configs" / name).read_text())
         config.update({k: list(v) if isinstance(v, tuple) else v for k, v in over.items()})
-        atomic_write_text(dest / "configs" / name, json.dumps(config, indent=4) + "\n")
-    for name in ("LICENSE",):
-        atomic_copy(src / name, dest / name)
-    if (src / "docs").is_dir():
-        shutil.copytree(src / "docs", dest / "docs", dirs_exist_ok=True)
+        atomic_write_json(dest / "configs" / name, config, indent=4)
+    meta = json.loads((src / "configs" / "metadata.json").read_text())
     if over.get("spatial_size") is not None:  # the metadata states the network's input size
-        meta = json.loads((dest / "configs" / "metadata.json").read_text())
         for part in ("inputs", "outputs"):
             for v in meta["network_data_format"][part].values():
                 v["spatial_shape"] = list(over["spatial_size"])
-        atomic_write_json(dest / "configs" / "metadata.json", meta, indent=4)
+    atomic_write_json(dest / "configs" / "metadata.json", meta, indent=4)
     model = dest / "models" / "model.pt"
     if weights is not None and not model.exists():
         atomic_copy(weights, model)
@@ -134,10 +132,8 @@ def bone_uncertainty(network: torch.nn.Module, image: torch.Tensor, spatial_size
     from monai_osteo.engines.hand_osteo.segment import segment_radiograph
 
     network.eval()
-    with torch.random.fork_rng(devices=[]):  # the hypotheses' latents are sampled: the same image, the same score
-        torch.manual_seed(seed)
-        seg = segment_radiograph(network, torch.as_tensor(image).float(), spatial_size, uncertainty=True,
-                                 num_samples=num_samples)
+    seg = segment_radiograph(network, torch.as_tensor(image).float(), spatial_size, uncertainty=True,
+                             num_samples=num_samples, seed=seed)
     mi = seg["mutual_information"]
     bones = seg["prob"].argmax(0) > 0
     return float(mi[bones].mean() if bool(bones.any()) else mi.mean())

@@ -74,14 +74,9 @@ class HandScreeningInferer(Inferer):
             prob = img.new_zeros((len(BONES) + 1, *img.shape[1:]))
             prob[0] = 1.0
             seg = {"prob": prob}
-        elif self.seed is None:
-            seg = segment_radiograph(self.segmentation_network, img, self.segmentation_size,
-                                     uncertainty=self.uncertainty)
         else:
-            with torch.random.fork_rng(devices=[img.device] if img.is_cuda else []):
-                torch.manual_seed(self.seed)
-                seg = segment_radiograph(self.segmentation_network, img, self.segmentation_size,
-                                         uncertainty=self.uncertainty)
+            seg = segment_radiograph(self.segmentation_network, img, self.segmentation_size,
+                                     uncertainty=self.uncertainty, seed=self.seed)
         prob = seg["prob"]
         bones, not_found = self.extractor.find_bones(prob, tuple(img.shape[1:]))
         patches, _ = self.extractor.make_patches(img, bones, not_found, masks=False)

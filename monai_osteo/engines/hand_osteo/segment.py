@@ -16,7 +16,8 @@ __all__ = ["letterbox", "segment_radiograph"]
 
 @torch.no_grad()
 def segment_radiograph(network: torch.nn.Module, image: torch.Tensor, spatial_size: Sequence[int],
-                       uncertainty: bool = False, num_samples: int | None = None) -> dict[str, torch.Tensor]:
+                       uncertainty: bool = False, num_samples: int | None = None,
+                       seed: int | None = None) -> dict[str, torch.Tensor]:
     """Mixture-mean class probabilities of a (1, H, W) radiograph, computed at ``spatial_size``.
 
     Args:
@@ -28,6 +29,9 @@ def segment_radiograph(network: torch.nn.Module, image: torch.Tensor, spatial_si
         uncertainty: also return the per-pixel predictive entropy of the mixture mean divided by log C (in
             [0, 1]) and, for a :class:`MultiDecoderOTUNet`, its between-hypotheses part (mutual information).
         num_samples: hypotheses per decoder for the uncertainty (default: the network's).
+        seed: draw the hypotheses' latent samples from this seed, leaving the caller's random state (CPU, and the
+            image's CUDA device) as it was: the result then depends only on the image and the network. None: draw
+            from the global random state.
 
     Returns:
         ``{"prob": (C, h', w')}`` (h', w' = the radiograph's window at the reduced size) plus ``"entropy"`` and
@@ -41,7 +45,12 @@ def segment_radiograph(network: torch.nn.Module, image: torch.Tensor, spatial_si
     x = boxed.as_tensor()[None]
     if uncertainty and isinstance(network, MultiDecoderOTUNet):
         kwargs = {} if num_samples is None else {"num_samples": num_samples}
-        out = network(x, with_uncertainty=True, **kwargs)
+        if seed is None:
+            out = network(x, with_uncertainty=True, **kwargs)
+        else:
+            with torch.random.fork_rng(devices=[image.device] if image.is_cuda else []):
+                torch.manual_seed(seed)
+                out = network(x, with_uncertainty=True, **kwargs)
         res = {"prob": out["mean_prob"][0], "entropy": out["uncertainty"][0, 0],
                "mutual_information": out["mutual_information"][0, 0]}
     else:
