@@ -4,6 +4,7 @@ The phantom generators (``ensure_hand_cohort``, ``generate_hand_cohort``) are im
 ``import monai_osteo.data`` (and every transform that needs the label convention) stays light.
 """
 
+from monai_osteo.data.fractions import stratified_label_fraction
 from monai_osteo.data.labels import BONE_LABELS, BONES, CHANNEL_DEF
 from monai_osteo.data.readers import (
     SUPPORTED_SUFFIXES,
@@ -15,13 +16,13 @@ from monai_osteo.data.readers import (
     LoadRadiographDict,
     RadiographReadError,
 )
+from monai_osteo.data.samplers import TwoStreamBatchSampler
 from monai_osteo.data.splits import subject_split
 
 __all__ = [
     "BONES",
     "BONE_LABELS",
     "CHANNEL_DEF",
-    "SUPPORTED_SUFFIXES",
     "LoadAnnotatorMasksd",
     "LoadBonePatchd",
     "LoadRadiograph",
@@ -29,8 +30,11 @@ __all__ = [
     "LoadRadiographDict",
     "LoadRadiographd",
     "RadiographReadError",
+    "SUPPORTED_SUFFIXES",
+    "TwoStreamBatchSampler",
     "ensure_hand_cohort",
     "generate_hand_cohort",
+    "stratified_label_fraction",
     "subject_split",
 ]
 

@@ -6,9 +6,13 @@ from monai_osteo.engines.ot_segmentation import (
     dice_output_transform,
     ged_output_transform,
 )
+from monai_osteo.engines.s4mi.cass import CASSTrainer
+from monai_osteo.engines.s4mi.cross_teaching import CrossTeachingTrainer
 from monai_osteo.engines.ssl_trainer import MultiViewSSLTrainer
 
 __all__ = [
+    "CASSTrainer",
+    "CrossTeachingTrainer",
     "MultiViewSSLTrainer",
     "OTSegmentationEvaluator",
     "OTSegmentationTrainer",

@@ -8,6 +8,7 @@ from monai_osteo.metrics.quality import (
     screening_qc_flags,
     segmentation_confidence,
 )
+from monai_osteo.metrics.s4mi import BalancedAccuracyMetric, MacroF1Metric, MicroF1Metric, MicroRecallMetric
 from monai_osteo.metrics.screening import best_threshold, screening_metrics
 from monai_osteo.metrics.segmentation import (
     ConsensusDiceMetric,
@@ -28,11 +29,15 @@ from monai_osteo.metrics.vertebra import (
 )
 
 __all__ = [
-    "SubjectAUC",
-    "SubjectMacroF1",
-    "QC_FLAGS",
+    "BalancedAccuracyMetric",
     "ConsensusDiceMetric",
     "GEDMetric",
+    "MacroF1Metric",
+    "MicroF1Metric",
+    "MicroRecallMetric",
+    "QC_FLAGS",
+    "SubjectAUC",
+    "SubjectMacroF1",
     "aggregate_patients",
     "aggregate_subjects",
     "best_threshold",

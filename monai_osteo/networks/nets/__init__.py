@@ -4,13 +4,32 @@ the U-Net's ResNet encoder (MedSASS baselines) and the bone classifier; the vert
 encoder + device-aware mixture-of-experts multi-task head)."""
 
 from monai_osteo.networks.nets.bone_classifier import BoneClassifier
+from monai_osteo.networks.nets.cross_teaching import CrossTeachingPair
 from monai_osteo.networks.nets.linear_probe import LinearProbe
 from monai_osteo.networks.nets.momentum_ssl import EncoderSSLNetwork
 from monai_osteo.networks.nets.ot_unet import MixtureMeanUNet, MultiDecoderOTUNet
 from monai_osteo.networks.nets.resnet_unet import ResNetEncoder, ResNetUNet
+from monai_osteo.networks.nets.s4mi_backbones import S4MIClassifier, s4mi_classifier
+from monai_osteo.networks.nets.s4mi_ssl import CASSNetwork, DINONetwork
 from monai_osteo.networks.nets.ssl_backbone import build_resnet_backbone
 from monai_osteo.networks.nets.ssl_net import SSLNetwork
 from monai_osteo.networks.nets.vertebra_net import VertebraNet, split_vertebra_output
 
-__all__ = ["BoneClassifier", "EncoderSSLNetwork", "LinearProbe", "MixtureMeanUNet", "MultiDecoderOTUNet",
-           "ResNetEncoder", "ResNetUNet", "SSLNetwork", "VertebraNet", "build_resnet_backbone", "split_vertebra_output"]
+__all__ = [
+    "BoneClassifier",
+    "CASSNetwork",
+    "CrossTeachingPair",
+    "DINONetwork",
+    "EncoderSSLNetwork",
+    "LinearProbe",
+    "MixtureMeanUNet",
+    "MultiDecoderOTUNet",
+    "ResNetEncoder",
+    "ResNetUNet",
+    "S4MIClassifier",
+    "SSLNetwork",
+    "VertebraNet",
+    "build_resnet_backbone",
+    "s4mi_classifier",
+    "split_vertebra_output",
+]
