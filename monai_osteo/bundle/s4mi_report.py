@@ -14,7 +14,7 @@ from pathlib import Path
 from monai_osteo.bundle.medsass_report import _mean_std_ci, percent, read_metric_csv
 from monai_osteo.io import atomic_write, atomic_write_json, atomic_write_text
 
-__all__ = ["PAPER_TABLE1", "s4mi_claims", "s4mi_seeds_markdown", "summarise_s4mi_seeds", "write_report"]
+__all__ = ["PAPER_TABLE1", "iou_figure", "s4mi_claims", "s4mi_seeds_markdown", "summarise_s4mi_seeds", "write_report"]
 
 #: Table 1 of the paper for the real counterparts of the embedded cohorts (skin -> ISIC-2017 recall; fluorescence ->
 #: Dermatomyositis F1), keyed by (method, backbone, percent); "supervised" is the paper's ImageNet transfer
@@ -72,7 +72,7 @@ def write_report(output_dir: str | os.PathLike, workflows: Sequence[str], cls_ro
     atomic_write_json(rep / "metrics.json", result)
     atomic_write_text(rep / "metrics.md", report_markdown(result))
     if result["segmentation"]:
-        _iou_figure(result["segmentation"], rep / "segmentation_iou.png", cohort)
+        iou_figure(result["segmentation"], rep / "segmentation_iou.png", cohort)
     return result
 
 
@@ -101,7 +101,7 @@ def report_markdown(result: Mapping) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _iou_figure(rows: Sequence[Mapping], path: Path, cohort: str | None, errors: Mapping | None = None) -> None:
+def iou_figure(rows: Sequence[Mapping], path: Path, cohort: str | None, errors: Mapping | None = None) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
