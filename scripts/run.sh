@@ -147,8 +147,8 @@ PY
   label-test)
     setup_env "$LABEL_VENV" "$LABEL_EXTRAS"
     cd "$ROOT"
-    log "pytest tests/apps (MONAI Label environment)"
-    PATH="$LABEL_VENV/bin:$PATH" exec "$LABEL_VENV/bin/python" -m pytest tests/apps -p no:cacheprovider "$@" ;;
+    log "pytest tests/apps tests/bundle/test_label_app.py (MONAI Label environment)"
+    PATH="$LABEL_VENV/bin:$PATH" exec "$LABEL_VENV/bin/python" -m pytest tests/apps tests/bundle/test_label_app.py -p no:cacheprovider "$@" ;;
   *)
     sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac
