@@ -52,7 +52,7 @@ def main() -> None:
     print("command:", " ".join([os.path.basename(sys.executable), *sys.argv]))
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, device {device}")
     size, seg_size = ((64, 64), (64, 64)) if args.quick else ((224, 224), (224, 224))
-    cnn_arch, vit_arch, patch = ("resnet18", "vit_tiny", 8) if args.quick else ("resnet50", "vit_b16", 16)
+    cnn_arch, vit_arch, patch = ("resnet18", "vit_tiny", 16) if args.quick else ("resnet50", "vit_b16", 16)
     swin_features = 12 if args.quick else 48
     g = torch.Generator().manual_seed(0)
     image = torch.rand(args.batch, 3, *size, generator=g)

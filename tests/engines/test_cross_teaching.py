@@ -69,8 +69,8 @@ def _batch(b: int = 5, lb: int = 3, size: int = 64, seed: int = 0) -> dict:
     return {"image": image, "label": label}
 
 
-def _trainer(pair, batches, lb=3, loss=None, lr=1e-3, handler=None, **kwargs) -> CrossTeachingTrainer:
-    trainer = CrossTeachingTrainer(device=CPU, max_epochs=1, train_data_loader=batches, network=pair,
+def _trainer(pair, batches, lb=3, loss=None, lr=1e-3, handler=None, max_epochs=1, **kwargs) -> CrossTeachingTrainer:
+    trainer = CrossTeachingTrainer(device=CPU, max_epochs=max_epochs, train_data_loader=batches, network=pair,
                                    optimizer=torch.optim.Adam(pair.parameters(), lr, weight_decay=1e-5),
                                    loss_function=loss or _sup_loss(), labeled_batch_size=lb, **kwargs)
     (handler or ConsistencyRampupHandler(consistency=0.3, mode="constant")).attach(trainer)
@@ -225,3 +225,28 @@ def test_amp_step_on_cuda():
     out = trainer.state.output
     assert all(np.isfinite(out[k]) for k in ("loss1", "loss2", "ps1", "ps2")) and out["ps1"] > 0
     assert any(not torch.equal(a, b) for a, b in zip(start, pair.parameters()))
+
+
+def test_the_two_stream_batches_are_reshuffled_every_epoch(one_thread):
+    """MONAI's Workflow only calls set_epoch on a DistributedSampler; the trainer does it for the batch sampler."""
+    from monai.data import DataLoader
+
+    from monai_osteo.data.samplers import TwoStreamBatchSampler
+
+    images, labels = _blobs(12, 32, seed=5)
+    data = [{"image": images[i], "label": labels[i], "index": i} for i in range(12)]
+    sampler = TwoStreamBatchSampler(list(range(6)), list(range(6, 12)), batch_size=4, secondary_batch_size=2, seed=0)
+    loader = DataLoader(data, batch_sampler=sampler)
+    torch.manual_seed(0)
+    pair = CrossTeachingPair(s4mi_unet(1, 2, features=(4, 4, 8, 8, 16, 4), dropout=0.0),
+                             s4mi_unet(1, 2, features=(4, 4, 8, 8, 16, 4), dropout=0.0))
+    trainer = _trainer(pair, loader, lb=2, max_epochs=3)
+    seen: list[list[int]] = []
+    trainer.add_event_handler(Events.ITERATION_STARTED, lambda e: seen.append(e.state.batch["index"].tolist()))
+    trainer.run()
+    per_epoch = len(sampler)
+    epochs = [seen[k * per_epoch:(k + 1) * per_epoch] for k in range(3)]
+    assert epochs[0] != epochs[1] != epochs[2]
+    for e, batches in enumerate(epochs, start=1):
+        sampler.set_epoch(e)
+        assert batches == [list(b) for b in sampler]

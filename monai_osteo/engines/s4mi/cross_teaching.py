@@ -25,6 +25,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
+from ignite.engine import Events
 from monai.engines import SupervisedTrainer
 from monai.engines.utils import IterationEvents
 from monai.losses import DiceLoss
@@ -70,6 +71,15 @@ class CrossTeachingTrainer(SupervisedTrainer):
         self.pseudo_loss_function = pseudo_loss_function if pseudo_loss_function is not None else DiceLoss(
             softmax=True, to_onehot_y=True, squared_pred=True, batch=True)
         self.image_key, self.label_key = image_key, label_key
+        self.add_event_handler(Events.EPOCH_STARTED, self._set_batch_sampler_epoch)
+
+    @staticmethod
+    def _set_batch_sampler_epoch(engine: CrossTeachingTrainer) -> None:
+        """Reshuffle the two streams every epoch: MONAI's ``Workflow`` calls ``set_epoch`` on a ``DistributedSampler``
+        only, not on a ``batch_sampler`` such as :class:`~monai_osteo.data.samplers.TwoStreamBatchSampler`."""
+        batch_sampler = getattr(engine.data_loader, "batch_sampler", None)
+        if hasattr(batch_sampler, "set_epoch"):
+            batch_sampler.set_epoch(engine.state.epoch)
 
     def _unpack(self, batchdata: dict) -> tuple[torch.Tensor, torch.Tensor]:
         if batchdata is None:
