@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import struct
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -101,6 +102,8 @@ def _check_one(path: str, transform: Callable | None, key: str, decode: bool, re
     except Exception as e:  # noqa: BLE001 - report the bad file, segment the rest
         while e.__cause__ is not None:  # MONAI wraps a transform's error in "applying transform ..."
             e = e.__cause__
+        if isinstance(e, struct.error) or "truncated" in str(e).lower():  # PIL's messages for a cut-off file
+            return "truncated or corrupt image: re-export or re-copy it."
         first = (str(e).strip().splitlines() or [""])[0][:500]
         return f"{type(e).__name__}: {_redact(first, path) if redact else first}"
     return None

@@ -2,6 +2,7 @@
 
 from monai_osteo.handlers.bone_patch_writer import BonePatchWriter
 from monai_osteo.handlers.checkpoint import AtomicCheckpointSaver, last_checkpoint
+from monai_osteo.handlers.class_probability_writer import ClassProbabilityWriter
 from monai_osteo.handlers.consistency_rampup import ConsistencyRampupHandler, sigmoid_rampup
 from monai_osteo.handlers.embedding_monitor import EmbeddingProbeMonitor, subject_auc
 from monai_osteo.handlers.gamma_annealing import GammaAnnealingHandler, gamma_schedule
@@ -12,6 +13,7 @@ from monai_osteo.handlers.vertebra_predictions import VertebraPredictionWriter, 
 from monai_osteo.handlers.vertebra_report_writer import VertebraReportWriter
 
 __all__ = [
+    "ClassProbabilityWriter",
     "AtomicCheckpointSaver",
     "BonePatchWriter",
     "ConsistencyRampupHandler",

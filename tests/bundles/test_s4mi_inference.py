@@ -194,7 +194,7 @@ def test_segmentation_eval_net_must_fit_the_row(data, tmp_path):
 def test_class_probability_writer_alone(tmp_path):
     from ignite.engine import Engine
 
-    from monai_osteo.bundle.s4mi_inference import ClassProbabilityWriter
+    from monai_osteo.handlers.class_probability_writer import ClassProbabilityWriter
 
     writer = ClassProbabilityWriter(tmp_path / "out", ["a", "b", "c"], failed=[{"id": "r9", "error": "bad"}],
                                     threshold=0.3)
