@@ -129,3 +129,14 @@ def test_cross_teaching_learns_beyond_all_foreground(tmp_path):
     masks = segmentation_records(str(tmp_path / "data/skin/datalist.json"), ["test"], "mask")
     area = float(np.mean([(np.asarray(Image.open(tmp_path / "data/skin" / m["label"])) > 0).mean() for m in masks]))
     assert iou["unet"] > area + 0.15 and iou["swin"] > area + 0.05, (iou, area)
+
+
+def test_evaluate_json_runs_only_the_test_stages_and_the_report(trained):
+    wf = workflow(["train.json", "evaluate.json"], None, **tiny(trained), resume=False)
+    names = [s["name"] for s in wf.parser.get_parsed_content("evaluation_stages")]
+    assert names[-1] == "report" and all(n.startswith("test_") for n in names[:-1])
+    assert len(names) == 6 + 3 + 1
+    before = (trained / "run/classification/pretrain_cass/model.pt").stat().st_mtime_ns
+    records = wf.run()[0]
+    assert [r["name"] for r in records] == names and not any(r["skipped"] for r in records)
+    assert (trained / "run/classification/pretrain_cass/model.pt").stat().st_mtime_ns == before
