@@ -140,3 +140,15 @@ def test_evaluate_json_runs_only_the_test_stages_and_the_report(trained):
     records = wf.run()[0]
     assert [r["name"] for r in records] == names and not any(r["skipped"] for r in records)
     assert (trained / "run/classification/pretrain_cass/model.pt").stat().st_mtime_ns == before
+
+
+@pytest.mark.parametrize("ablation", sorted(p.name for p in (CONFIGS / "ablations").glob("*.json")))
+def test_ablations_layer_on_every_training_stage(trained, ablation):
+    over = tiny(trained)
+    for configs, extra in ((["train.json", "classify.json"], {"method": "supervised"}),
+                           (["train.json", "segment.json", "cross_teaching.json"], {"seg_method": "cross_teaching"}),
+                           (["train.json", "pretrain_dino.json"], {})):
+        wf = workflow([*configs, f"ablations/{ablation}"], "train", **over, **extra)
+        assert wf.check_properties() in (None, []), (ablation, configs)
+    wf = workflow(["train.json", f"ablations/{ablation}"], None, **over)
+    assert wf.parser.get_parsed_content("stages")
