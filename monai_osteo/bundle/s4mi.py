@@ -28,6 +28,7 @@ __all__ = [
     "classification_rows",
     "classification_records",
     "classification_test_metrics",
+    "classification_val_metrics",
     "load_classifier",
     "load_segmentation_network",
     "load_state",
@@ -382,3 +383,22 @@ def load_segmentation_network(model_file, seg_method: str, eval_net: str, in_cha
         state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
     net.load_state_dict(state)
     return net.eval()
+
+
+def classification_val_metrics(selection: str, threshold: float, loss: torch.nn.Module) -> tuple[dict, dict]:
+    """``(key metric, additional metrics)`` of the fine-tuning evaluator: both hold ``val_f1`` (CASS-literal micro
+    F1) and ``val_loss`` (the training loss on the validation split); ``selection`` names the key one (the best
+    model): ``"f1"`` (the CASS code keeps the best validation metric) or ``"loss"`` (lowest; micro F1 is flat at the
+    majority-class value while an imbalanced multi-class model is still learning, so it keeps the first epoch)."""
+    from ignite.metrics import Loss
+    from monai.handlers import from_engine
+
+    from monai_osteo.metrics.s4mi import MicroF1Metric
+
+    if selection not in ("f1", "loss"):
+        raise ValueError(f"cls_selection must be 'f1' or 'loss', got {selection!r}.")
+    ot = from_engine(["pred", "label"])
+    metrics = {"val_f1": MicroF1Metric(threshold=threshold, output_transform=ot),
+               "val_loss": Loss(loss, output_transform=from_engine(["pred", "label"], first=False))}
+    key = "val_f1" if selection == "f1" else "val_loss"
+    return {key: metrics[key]}, {k: v for k, v in metrics.items() if k != key}

@@ -14,7 +14,8 @@ from pathlib import Path
 from monai_osteo.bundle.medsass_report import _mean_std_ci, percent, read_metric_csv
 from monai_osteo.io import atomic_write, atomic_write_json, atomic_write_text
 
-__all__ = ["PAPER_TABLE1", "iou_figure", "s4mi_claims", "s4mi_seeds_markdown", "summarise_s4mi_seeds", "write_report"]
+__all__ = ["PAPER_TABLE1", "constant_prior_metrics", "iou_figure", "s4mi_claims", "s4mi_seeds_markdown",
+           "summarise_s4mi_seeds", "write_report"]
 
 #: Table 1 of the paper for the real counterparts of the embedded cohorts (skin -> ISIC-2017 recall; fluorescence ->
 #: Dermatomyositis F1), keyed by (method, backbone, percent); "supervised" is the paper's ImageNet transfer
@@ -45,15 +46,40 @@ def _seg_nets(method: str) -> list[str]:
     return ["unet", "swin"] if method == "cross_teaching" else [method.split("_", 1)[1]]
 
 
+def constant_prior_metrics(datalist: str | os.PathLike, num_classes: int, multilabel: bool,
+                           threshold: float = 0.5) -> dict[str, float]:
+    """Test metrics of the constant classifier that outputs each class's training prevalence as its probability:
+    the floor every row must beat (with imbalanced classes it scores a high micro F1 / recall by predicting the
+    majority class, or the frequent labels, for every image)."""
+    import torch
+
+    from monai_osteo.bundle.s4mi import classification_records
+    from monai_osteo.metrics.s4mi import balanced_accuracy, macro_f1_argmax, micro_f1, micro_recall
+
+    train = torch.tensor([r["label"] for r in classification_records(datalist, ["training"], num_classes, multilabel)])
+    test = torch.tensor([r["label"] for r in classification_records(datalist, ["test"], num_classes, multilabel)])
+    prior = train.mean(0, keepdim=True).expand_as(test)
+    out = {"f1": micro_f1(prior, test, threshold), "recall": micro_recall(prior, test, threshold),
+           "macro_f1": None, "balanced_accuracy": None}
+    if not multilabel:
+        out.update(macro_f1=macro_f1_argmax(prior, test), balanced_accuracy=balanced_accuracy(prior, test))
+    return out
+
+
 def write_report(output_dir: str | os.PathLike, workflows: Sequence[str], cls_rows: Sequence[Mapping],
-                 seg_rows: Sequence[Mapping], report_dir: str | os.PathLike, cohort: str | None = None) -> dict:
+                 seg_rows: Sequence[Mapping], report_dir: str | os.PathLike, cohort: str | None = None,
+                 datalist: str | os.PathLike | None = None, num_classes: int | None = None,
+                 multilabel: bool = False, threshold: float = 0.5) -> dict:
     """Collect the test metrics of every row into ``metrics.json`` + ``metrics.md`` and draw
-    ``segmentation_iou.png`` (test IoU vs label fraction per method and network)."""
+    ``segmentation_iou.png`` (test IoU vs label fraction per method and network); with ``datalist`` and
+    ``num_classes``, the constant training-prevalence classifier is reported as the classification floor."""
     out, rep = Path(output_dir), Path(report_dir)
     paper = PAPER_TABLE1.get(cohort or "", {})
     result: dict = {"cohort": cohort, "paper_dataset": paper.get("dataset"), "paper_metric": paper.get("metric"),
-                    "classification": [], "segmentation": []}
+                    "classification": [], "segmentation": [], "classification_floor": None}
     if "classification" in workflows:
+        if datalist is not None and num_classes is not None:
+            result["classification_floor"] = constant_prior_metrics(datalist, num_classes, multilabel, threshold)
         for r in cls_rows:
             m = _metrics(out / "classification" / r["row"] / "test" / "metrics.csv")
             result["classification"].append({
@@ -86,6 +112,10 @@ def report_markdown(result: Mapping) -> str:
                   "'supervised'; ours is from scratch) — comparable in ordering only.", "",
                   "| method | backbone | labels | micro F1 | micro recall | macro F1 | balanced acc. | paper |",
                   "|---|---|---|---|---|---|---|---|"]
+        floor = result.get("classification_floor")
+        if floor:
+            lines.append(f"| constant (training prevalence) | — | — | {_fmt(floor['f1'])} | {_fmt(floor['recall'])} | "
+                         f"{_fmt(floor['macro_f1'])} | {_fmt(floor['balanced_accuracy'])} | — |")
         for t in result["classification"]:
             lines.append(f"| {t['method']} | {BACKBONE_NAMES[t['backbone']]} | {percent(t['fraction'])}% | "
                          f"{_fmt(t['f1'])} | {_fmt(t['recall'])} | {_fmt(t['macro_f1'])} | "
@@ -156,6 +186,9 @@ def summarise_s4mi_seeds(reports: Sequence[Mapping]) -> dict:
                           "iou": _mean_std_ci(v["iou"]), "dice": _mean_std_ci(v["dice"]), "values": v}
                          for k, v in seg.items()],
     }
+    floors = [rep.get("classification_floor") for rep in reports if rep.get("classification_floor")]
+    summary["classification_floor"] = {m: _mean_std_ci([f[m] for f in floors]) for m in ("f1", "recall", "macro_f1")
+                                       } if floors else None
     summary["claims"] = s4mi_claims(summary)
     return summary
 
@@ -216,6 +249,10 @@ def s4mi_seeds_markdown(summary: Mapping) -> str:
     if summary["classification"]:
         lines += ["| method | backbone | labels | micro F1 | micro recall | macro F1 | paper |",
                   "|---|---|---|---|---|---|---|"]
+        floor = summary.get("classification_floor")
+        if floor:
+            lines.append(f"| constant (training prevalence) | — | — | {cell(floor['f1'])} | {cell(floor['recall'])} | "
+                         f"{cell(floor['macro_f1'])} | — |")
         lines += [f"| {c['method']} | {BACKBONE_NAMES[c['backbone']]} | {percent(c['fraction'])}% | {cell(c['f1'])} | "
                   f"{cell(c['recall'])} | {cell(c['macro_f1'])} | {_fmt(c['paper'])} |"
                   for c in summary["classification"]]

@@ -49,8 +49,11 @@ def test_train_json_writes_every_row_and_skips_finished_stages(trained):
     for r in seg.values():
         assert 0.0 <= r["iou"] <= r["dice"] + 1e-6 <= 1.0 + 1e-6, r
     assert report["paper_dataset"] == "ISIC-2017" and report["paper_metric"] == "recall"
+    floor = report["classification_floor"]  # the constant training-prevalence classifier: argmax = majority class
+    assert floor["balanced_accuracy"] == pytest.approx(1 / 3) and 0.0 < floor["f1"] < 1.0
     assert (trained / "run/report/segmentation_iou.png").stat().st_size > 5_000
-    assert "| cass | ViT | 50% |" in (trained / "run/report/metrics.md").read_text()
+    md = (trained / "run/report/metrics.md").read_text()
+    assert "| cass | ViT | 50% |" in md and "| constant (training prevalence) |" in md
     for stage in ("pretrain_cass", "pretrain_dino_cnn", "pretrain_dino_vit", "cass_vit@50", "supervised_cnn@50"):
         assert (trained / "run/classification" / stage / "model.pt").is_file(), stage
     wf = workflow("train.json", None, **tiny(trained))

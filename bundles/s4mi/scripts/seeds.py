@@ -31,6 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workflows", nargs="+", default=["classification", "segmentation"],
                     choices=["classification", "segmentation"])
     ap.add_argument("--runs", type=Path, default=BUNDLE / "runs")
+    ap.add_argument("--tag", default="", help="run folder name part: runs/<preset>_<cohort>_<tag>_seed<k>")
     ap.add_argument("--summarise-only", action="store_true", help="do not run, only summarise existing runs")
     ap.add_argument("overrides", nargs="*", help="extra '--id value' pairs passed to every run")
     args = ap.parse_args(argv)
@@ -40,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         configs.append(str(BUNDLE / "configs" / "quick.json"))
     reports = []
     for seed in args.seeds:
-        out = args.runs / f"{args.preset}_{args.cohort}_seed{seed}"
+        out = args.runs / f"{args.preset}_{args.cohort}{'_' + args.tag if args.tag else ''}_seed{seed}"
         if not args.summarise_only:
             cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", json.dumps(configs).replace('"', "'"),
                    "--meta_file", str(BUNDLE / "configs" / "metadata.json"),
@@ -51,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
             subprocess.run(cmd, check=True)
         reports.append(json.loads((out / "report" / "metrics.json").read_text()))
     summary = summarise_s4mi_seeds(reports)
-    stem = args.runs / f"{args.preset}_{args.cohort}_seeds"
+    stem = args.runs / f"{args.preset}_{args.cohort}{'_' + args.tag if args.tag else ''}_seeds"
     atomic_write_json(stem.with_suffix(".json"), summary)
     atomic_write_text(stem.with_suffix(".md"), s4mi_seeds_markdown(summary))
     if summary["segmentation"]:
