@@ -11,11 +11,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import subprocess
 import sys
 from pathlib import Path
 
 from monai_osteo.bundle.medsass import seeds_markdown, summarise_seeds
+from monai_osteo.bundle.seed_runs import bundle_configs, run_bundle_seed
 from monai_osteo.io import atomic_write_json, atomic_write_text
 
 BUNDLE = Path(__file__).resolve().parents[1]
@@ -31,19 +31,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("overrides", nargs="*", help="extra '--id value' pairs passed to every run")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    configs = [str(BUNDLE / "configs" / "train.json")]
-    if args.preset == "quick":
-        configs.append(str(BUNDLE / "configs" / "quick.json"))
+    configs = bundle_configs(BUNDLE, args.preset)
     reports = []
     for seed in args.seeds:
         out = args.runs / f"{args.preset}_{args.cohort}_seed{seed}"
         if not args.summarise_only:
-            cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", json.dumps(configs).replace('"', "'"),
-                   "--meta_file", str(BUNDLE / "configs" / "metadata.json"),
-                   "--logging_file", str(BUNDLE / "configs" / "logging.conf"),
-                   "--cohort", args.cohort, "--seed", str(seed), "--output_dir", str(out), *args.overrides]
-            logging.info("seed %d: %s", seed, out)
-            subprocess.run(cmd, check=True)
+            run_bundle_seed(BUNDLE, configs, seed, out, ["--cohort", args.cohort, *args.overrides])
         reports.append(json.loads((out / "report" / "metrics.json").read_text()))
     summary = summarise_seeds(reports)
     stem = args.runs / f"{args.preset}_{args.cohort}_seeds"

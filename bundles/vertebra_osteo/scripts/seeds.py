@@ -15,10 +15,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import subprocess
 import sys
 from pathlib import Path
 
+from monai_osteo.bundle.seed_runs import bundle_configs, run_bundle_seed
 from monai_osteo.bundle.vertebra_report import seeds_markdown, summarise_seeds
 from monai_osteo.io import atomic_write_json, atomic_write_text
 
@@ -37,10 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     args, overrides = ap.parse_known_args(argv)  # the rest: '--id value' pairs passed to every run
     args.overrides = [o for o in overrides if o != "--"]
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    configs = [str(BUNDLE / "configs" / "train.json")]
-    if args.preset == "quick":
-        configs.append(str(BUNDLE / "configs" / "quick.json"))
-    configs += [str(BUNDLE / "configs" / "ablations" / a) for a in args.ablation]
+    configs = bundle_configs(BUNDLE, args.preset, args.ablation)
     stems = [Path(a).stem for a in args.ablation]
     report, own_folder = "report", []  # the report folder: the last ablation's report_name, if any sets one
     for a, stem in zip(args.ablation, stems):
@@ -53,13 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     for seed in args.seeds:
         out = args.runs / f"{tag}_seed{seed}"
         if not args.summarise_only:
-            cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", json.dumps(configs).replace('"', "'"),
-                   "--meta_file", str(BUNDLE / "configs" / "metadata.json"),
-                   "--logging_file", str(BUNDLE / "configs" / "logging.conf"),
-                   "--seed", str(seed), "--output_dir", str(out), *args.overrides]
-            cmd += ["--phantom_seed", str(args.phantom_seed)]  # the cohort does not change with the training seed
-            logging.info("seed %d: %s", seed, out)
-            subprocess.run(cmd, check=True)
+            # the cohort does not change with the training seed
+            run_bundle_seed(BUNDLE, configs, seed, out, [*args.overrides, "--phantom_seed", str(args.phantom_seed)])
         reports.append(json.loads((out / report / "metrics.json").read_text()))
     summary = summarise_seeds(reports)
     stem = args.runs / ("_".join([args.preset, *stems]) + "_seeds")
