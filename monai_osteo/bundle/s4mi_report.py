@@ -189,8 +189,8 @@ def summarise_s4mi_seeds(reports: Sequence[Mapping]) -> dict:
                          for k, v in seg.items()],
     }
     floors = [rep.get("classification_floor") for rep in reports if rep.get("classification_floor")]
-    summary["classification_floor"] = {m: _mean_std_ci([f[m] for f in floors]) for m in ("f1", "recall", "macro_f1")
-                                       } if floors else None
+    summary["classification_floor"] = {m: _mean_std_ci([f[m] for f in floors])
+                                       for m in ("f1", "recall", "macro_f1", "balanced_accuracy")} if floors else None
     summary["claims"] = s4mi_claims(summary)
     return summary
 
@@ -203,11 +203,11 @@ def _paired(a: Sequence, b: Sequence) -> dict:
 def s4mi_claims(summary: Mapping) -> list[dict]:
     """The paper's orderings (specs/wave2.md §4.2 C1-C3, §4.3 S1-S3) tested on per-seed paired differences.
 
-    A claim ``holds`` when the mean difference is > 0 and A is better on every seed (with >= 2 seeds), ``fails``
-    when the mean difference is <= 0, and is ``unclear`` otherwise. Classification claims use the cohort's paper
-    metric (recall for the ISIC-like skin cohort, micro F1 otherwise) and, for multi-class data, balanced accuracy;
-    segmentation claims compare a cross-teaching network with the same network trained supervised (and with the
-    ResNet-34 U-Net, the paper's DEDL comparator, when it was run).
+    A claim ``holds`` when the mean difference is > 0 and A is better on every seed (with >= 2 seeds), is a ``tie``
+    when A and B are equal on every seed, ``fails`` when the mean difference is <= 0, and is ``unclear`` otherwise.
+    Classification claims use the cohort's paper metric (recall for the ISIC-like skin cohort, micro F1 otherwise)
+    and, for multi-class data, balanced accuracy; segmentation claims compare a cross-teaching network with the same
+    network trained supervised (and with the ResNet-34 U-Net, the paper's DEDL comparator, when it was run).
     """
     paper_key = "recall" if summary.get("paper_metric") == "recall" else "f1"
     keys = [paper_key]
@@ -252,8 +252,15 @@ def s4mi_claims(summary: Mapping) -> list[dict]:
     for text, a, b in claims:
         p = _paired(a, b)
         mean = p["difference"]["mean"]
-        verdict = "unclear" if mean is None else ("fails" if mean <= 0 else
-                                                  "holds" if p["seeds"] >= 2 and p["wins"] == p["seeds"] else "unclear")
+        diffs = [x - y for x, y in zip(a, b) if x is not None and y is not None]
+        if mean is None:
+            verdict = "unclear"
+        elif diffs and all(abs(d) < 1e-12 for d in diffs):
+            verdict = "tie"  # e.g. both rows predict the majority class on every seed
+        elif mean <= 0:
+            verdict = "fails"
+        else:
+            verdict = "holds" if p["seeds"] >= 2 and p["wins"] == p["seeds"] else "unclear"
         out.append({"claim": text, **p, "verdict": verdict})
     return out
 
@@ -267,14 +274,14 @@ def s4mi_seeds_markdown(summary: Mapping) -> str:
 
     lines = [f"# S4MI on the {summary.get('cohort')} cohort: {summary['seeds']} seeds (mean ± std)", ""]
     if summary["classification"]:
-        lines += ["| method | backbone | labels | micro F1 | micro recall | macro F1 | paper |",
-                  "|---|---|---|---|---|---|---|"]
+        lines += ["| method | backbone | labels | micro F1 | micro recall | macro F1 | balanced acc. | paper |",
+                  "|---|---|---|---|---|---|---|---|"]
         floor = summary.get("classification_floor")
         if floor:
             lines.append(f"| constant (training prevalence) | — | — | {cell(floor['f1'])} | {cell(floor['recall'])} | "
-                         f"{cell(floor['macro_f1'])} | — |")
+                         f"{cell(floor['macro_f1'])} | {cell(floor['balanced_accuracy'])} | — |")
         lines += [f"| {c['method']} | {BACKBONE_NAMES[c['backbone']]} | {percent(c['fraction'])}% | {cell(c['f1'])} | "
-                  f"{cell(c['recall'])} | {cell(c['macro_f1'])} | {_fmt(c['paper'])} |"
+                  f"{cell(c['recall'])} | {cell(c['macro_f1'])} | {cell(c['balanced_accuracy'])} | {_fmt(c['paper'])} |"
                   for c in summary["classification"]]
         lines.append("")
     if summary["segmentation"]:
