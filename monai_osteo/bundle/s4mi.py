@@ -238,15 +238,14 @@ def s4mi_stages(config_dir: str | os.PathLike, output_dir: str | os.PathLike, wo
 
 
 def load_state(path: str | os.PathLike, key: str = "model") -> dict[str, torch.Tensor]:
-    """The state dict stored under ``key`` in a checkpoint written by the bundle's savers (clear error if absent)."""
-    path = Path(path)
-    if not path.is_file():
+    """The state dict stored under ``key`` in a checkpoint written by the bundle's savers (MedSASS's
+    ``load_checkpoint_state``, with this bundle's advice when the file is missing)."""
+    from monai_osteo.engines.medsass.transfer import load_checkpoint_state
+
+    if not Path(path).is_file():
         raise FileNotFoundError(f"{path} is missing: run the stage that writes it first (python -m monai.bundle run "
                                 f"--config_file bundles/s4mi/configs/train.json runs them in order).")
-    obj = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(obj, Mapping) and key in obj and isinstance(obj[key], Mapping):
-        return dict(obj[key])
-    return dict(obj)
+    return load_checkpoint_state(path, key)
 
 
 def segmentation_records(datalist: str | os.PathLike, splits: Sequence[str], mask_key: str,
