@@ -155,3 +155,11 @@ def test_ablations_layer_on_every_training_stage(trained, ablation):
         assert wf.check_properties() in (None, []), (ablation, configs)
     wf = workflow(["train.json", f"ablations/{ablation}"], None, **over)
     assert wf.parser.get_parsed_content("stages")
+
+
+def test_the_cohort_does_not_depend_on_the_training_seed(trained):
+    """Runs of several training seeds share one phantom cohort (``phantom_seed``), so they may run side by side."""
+    datalist = trained / "data/skin/datalist.json"
+    before = datalist.stat().st_mtime_ns
+    wf = workflow("train.json", None, **tiny(trained), seed=1)
+    assert wf.parser.get_parsed_content("datalist") == str(datalist) and datalist.stat().st_mtime_ns == before
