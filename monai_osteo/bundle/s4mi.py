@@ -25,6 +25,7 @@ from monai_osteo.data.fractions import stratified_label_fraction
 __all__ = [
     "PlaceholderLabeld",
     "S4MI_COHORTS",
+    "classification_class_weights",
     "classification_rows",
     "classification_records",
     "classification_test_metrics",
@@ -107,6 +108,44 @@ def classification_records(datalist: str | os.PathLike, splits: Sequence[str], n
     if not out:
         raise ValueError(f"{datalist}: no labelled items with split in {list(splits)} (format: {DOCS}).")
     return out
+
+
+def classification_class_weights(records: Sequence[Mapping], method=None, num_classes: int | None = None
+                                 ) -> torch.Tensor | None:
+    """Per-class weights of the fine-tuning focal loss (``FocalLoss(weight=...)`` multiplies each class's term, as
+    the CASS code's ``focal_loss * cls_weights``), from the labelled training ``records`` actually used.
+
+    Args:
+        records: ``[{"label": multi-hot vector}]`` from :func:`classification_records` (the kept label fraction).
+        method: ``None`` (unweighted: the default), ``"balanced"`` (``n_images / (n_classes * n_c)`` with ``n_c``
+            the images positive for class c: scikit-learn's ``compute_class_weight("balanced")`` for one-hot
+            labels, the same count of positives for multi-label data), or an explicit list of ``num_classes``
+            weights. The CASS code's own weights are ISIC-2019 constants that *rise* with class frequency (1.0 for
+            the most frequent class down to 0.2 for the rarest): they do not transfer to another label set.
+        num_classes: checked against the labels (and an explicit list) when given.
+    """
+    if method is None:
+        return None
+    labels = torch.as_tensor([list(r["label"]) for r in records], dtype=torch.float64)
+    if labels.ndim != 2 or labels.shape[0] == 0:
+        raise ValueError("cls_class_weights needs at least one labelled record with a multi-hot 'label'.")
+    k = labels.shape[1] if num_classes is None else int(num_classes)
+    if labels.shape[1] != k:
+        raise ValueError(f"labels have {labels.shape[1]} classes, num_classes is {k}.")
+    if isinstance(method, str):
+        if method != "balanced":
+            raise ValueError(f"cls_class_weights must be null, 'balanced' or a list of {k} weights, got {method!r}.")
+        positives = labels.sum(0)
+        missing = torch.nonzero(positives == 0).flatten().tolist()
+        if missing:
+            raise ValueError(f"classes {missing} have no positive image among the {labels.shape[0]} labelled training "
+                             "images, so 'balanced' weights are undefined: use a larger label fraction or give "
+                             "cls_class_weights as a list.")
+        return (labels.shape[0] / (k * positives)).float()
+    weights = torch.as_tensor(method, dtype=torch.float32).flatten()
+    if weights.numel() != k or bool((weights < 0).any()):
+        raise ValueError(f"cls_class_weights must have {k} non-negative values, got {list(method)!r}.")
+    return weights
 
 
 def ssl_records(datalist: str | os.PathLike, splits: Sequence[str] = ("training", "unlabeled"),

@@ -68,3 +68,26 @@ def test_bundle_configs(tmp_path):
     assert len(bundle_configs(tmp_path, "paper")) == 1
     with pytest.raises(ValueError, match="preset"):
         bundle_configs(tmp_path, "fast")
+
+
+def test_classification_class_weights_match_scikit_learn_and_reject_bad_input():
+    import numpy as np
+    from sklearn.utils.class_weight import compute_class_weight
+
+    from monai_osteo.bundle.s4mi import classification_class_weights
+
+    y = np.array([0] * 7 + [1] * 2 + [2] * 3)
+    records = [{"label": np.eye(3)[c].tolist()} for c in y]
+    w = classification_class_weights(records, "balanced", 3)
+    np.testing.assert_allclose(w.numpy(), compute_class_weight("balanced", classes=np.arange(3), y=y), rtol=1e-6)
+    assert classification_class_weights(records, None, 3) is None
+    assert classification_class_weights(records, [1, 0.5, 2], 3).tolist() == [1.0, 0.5, 2.0]
+    multi = [{"label": [1, 1, 0]}, {"label": [1, 0, 1]}, {"label": [1, 0, 0]}, {"label": [0, 1, 0]}]
+    np.testing.assert_allclose(classification_class_weights(multi, "balanced").numpy(),
+                               [4 / (3 * 3), 4 / (3 * 2), 4 / (3 * 1)], rtol=1e-6)
+    with pytest.raises(ValueError, match=r"classes \[2\] have no positive"):
+        classification_class_weights(records[:9], "balanced", 3)
+    with pytest.raises(ValueError, match="'balanced'"):
+        classification_class_weights(records, "inverse", 3)
+    with pytest.raises(ValueError, match="3 non-negative"):
+        classification_class_weights(records, [1, 2], 3)

@@ -99,6 +99,21 @@ def test_cross_teaching_batches_are_labelled_first(trained):
         assert float(batch["label"][lb:].abs().sum()) == 0.0  # placeholders, never read
 
 
+def test_cls_class_weights_reach_the_focal_loss(trained):
+    """``cls_class_weights: balanced`` weights the fine-tuning focal loss by the kept labelled images' class counts
+    (scikit-learn's definition); the paper-literal default leaves it unweighted."""
+    from sklearn.utils.class_weight import compute_class_weight
+
+    over = {**tiny(trained), "method": "supervised", "backbone": "cnn", "label_fraction": 0.5}
+    assert workflow(["train.json", "classify.json"], "train", **over).parser.get_parsed_content("loss").class_weight \
+        is None
+    wf = workflow(["train.json", "classify.json"], "train", **over, cls_class_weights="balanced")
+    y = np.array([int(np.argmax(r["label"])) for r in wf.parser.get_parsed_content("train#dataset#data")])
+    expected = compute_class_weight("balanced", classes=np.arange(3), y=y)
+    np.testing.assert_allclose(wf.parser.get_parsed_content("loss").class_weight.numpy(), expected, rtol=1e-6)
+    assert len(set(np.round(expected, 6))) > 1  # the tiny cohort is imbalanced: the weights differ
+
+
 def test_cass_pretraining_and_finetuning_learn(tmp_path):
     """CASS: the CNN-ViT cosine loss falls far from its first epoch; fine-tuning: the focal loss falls."""
     over = tiny(tmp_path, ssl_epochs=6, cass_lr=1e-3, finetune_epochs=6, finetune_lr=1e-3)
