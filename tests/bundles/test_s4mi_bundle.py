@@ -63,6 +63,31 @@ def test_train_json_writes_every_row_and_skips_finished_stages(trained):
     assert all(r["skipped"] for r in records) and len(records) == len(stages)
 
 
+def test_a_user_datalist_with_its_own_classes_reaches_every_stage(trained, tmp_path):
+    """``--num_classes``/``--multilabel`` of a user's datalist reach the stages run by ``train.json`` (they are
+    stage settings): a 4-class multi-label datalist over the tiny phantom's images trains a 4-way head."""
+    src = json.loads((trained / "data/skin/datalist.json").read_text())
+    rng = np.random.default_rng(0)
+
+    def item(d):
+        return {"image": str(trained / "data/skin" / d["image"]), "label": [int(v) for v in rng.integers(0, 2, 4)]}
+
+    user = {k: [item(d) for d in src[k]] for k in ("training", "validation", "test")}
+    for k in user:  # every class positive and negative somewhere in each split
+        user[k][0]["label"], user[k][1]["label"] = [1, 1, 1, 1], [0, 0, 0, 0]
+    (tmp_path / "datalist.json").write_text(json.dumps(user))
+    over = {**tiny(tmp_path), "datalist_file": str(tmp_path / "datalist.json"), "num_classes": 4, "multilabel": True,
+            "workflows": ["classification"], "cls_methods": ["supervised"], "cls_backbones": ["cnn"],
+            "cls_fractions": [1.0]}
+    workflow("train.json", None, **over).run()
+    state = torch.load(tmp_path / "run/classification/supervised_cnn@100/model.pt", map_location="cpu")
+    heads = [v for k, v in state.items() if k.endswith("head.weight")]
+    assert len(heads) == 1 and heads[0].shape[0] == 4
+    report = json.loads((tmp_path / "run/report/metrics.json").read_text())
+    assert [r["method"] for r in report["classification"]] == ["supervised"]
+    assert report["classification"][0]["balanced_accuracy"] is None  # multi-label: no argmax metrics
+
+
 def test_label_fractions_are_nested_stratified_and_streams_disjoint(trained):
     datalist = str(trained / "data/skin/datalist.json")
     subsets = [{r["image"] for r in classification_records(datalist, ["training"], 3, False, f, seed=0)}
