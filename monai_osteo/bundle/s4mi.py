@@ -26,6 +26,7 @@ __all__ = [
     "PlaceholderLabeld",
     "S4MI_COHORTS",
     "classification_class_weights",
+    "dino_local_size",
     "classification_rows",
     "classification_records",
     "classification_test_metrics",
@@ -148,6 +149,19 @@ def classification_class_weights(records: Sequence[Mapping], method=None, num_cl
     return weights
 
 
+def dino_local_size(local_size, image_size: Sequence[int], backbone: str) -> tuple[int, ...]:
+    """Size of the DINO local crops: ``local_size`` (canonical DINO: 96 px at 224, i.e. 3/7 of the image) for the
+    CNN; for the ViT the image size, because MONAI's ViT has a learnable position embedding fixed to ``img_size``
+    (DINO interpolates it for 96-px crops; lucidrains' ``Dino``, which S4MI used, resizes every crop to the image
+    size instead, as done here). ``None`` means the image size."""
+    if local_size is None or backbone == "vit":
+        return tuple(int(s) for s in image_size)
+    size = tuple(int(s) for s in local_size)
+    if len(size) != len(image_size) or min(size) < 1:
+        raise ValueError(f"dino local_size must have {len(image_size)} positive sizes, got {local_size!r}.")
+    return size
+
+
 def ssl_records(datalist: str | os.PathLike, splits: Sequence[str] = ("training", "unlabeled"),
                 limit: int | None = None) -> list[dict]:
     """``[{"image"}]`` for label-free pre-training (never reads a label)."""
@@ -202,6 +216,7 @@ def classification_rows(methods: Sequence[str], backbones: Sequence[str], fracti
     if bad:
         raise ValueError(f"classification methods must be among cass/dino/supervised and backbones cnn/vit, got "
                          f"{list(methods)}, {list(backbones)}.")
+    _check_fractions(fractions, "cls_fractions")
     return [{"row": f"{m}_{b}@{percent(f)}", "method": m, "backbone": b, "fraction": float(f)}
             for m in methods for b in backbones for f in fractions]
 
@@ -212,7 +227,17 @@ def segmentation_rows(methods: Sequence[str], fractions: Sequence[float]) -> lis
     ok = {"cross_teaching", "supervised_unet", "supervised_swin", "supervised_resnet34"}
     if set(methods) - ok:
         raise ValueError(f"segmentation methods must be among {sorted(ok)}, got {list(methods)}.")
+    _check_fractions(fractions, "seg_fractions")
     return [{"row": f"{m}@{percent(f)}", "method": m, "fraction": float(f)} for m in methods for f in fractions]
+
+
+def _check_fractions(fractions: Sequence[float], name: str) -> None:
+    """Label fractions are shares of the labelled training images: 0 < f <= 1 (10 % is 0.1, not 10); checked before
+    any stage runs, so a typo does not surface after pre-training or train on every image under another name."""
+    bad = [f for f in fractions if not isinstance(f, (int, float)) or isinstance(f, bool) or not 0 < f <= 1]
+    if bad or not list(fractions):
+        raise ValueError(f"{name} must be a non-empty list of label fractions in (0, 1] (e.g. [0.1, 1.0] for 10 % "
+                         f"and 100 %), got {list(fractions)!r}.")
 
 
 def s4mi_stages(config_dir: str | os.PathLike, output_dir: str | os.PathLike, workflows: Sequence[str],

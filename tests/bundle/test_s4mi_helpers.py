@@ -29,6 +29,11 @@ def test_rows_and_stage_list(tmp_path):
         s4mi_stages(tmp_path, tmp_path, ["detection"], cls, seg)
     with pytest.raises(ValueError, match="cass/dino/supervised"):
         classification_rows(["byol"], ["cnn"], [1.0])
+    for bad in ([10], [1.5], [0.0], []):
+        with pytest.raises(ValueError, match=r"cls_fractions must be .* in \(0, 1\]"):
+            classification_rows(["cass"], ["cnn"], bad)
+    with pytest.raises(ValueError, match="seg_fractions"):
+        segmentation_rows(["cross_teaching"], [0.1, 30])
 
 
 def _report(seed_gain: float, ct_gain: float) -> dict:

@@ -139,6 +139,20 @@ def test_cls_class_weights_reach_the_focal_loss(trained):
     assert len(set(np.round(expected, 6))) > 1  # the tiny cohort is imbalanced: the weights differ
 
 
+@pytest.mark.parametrize("backbone", ["cnn", "vit"])
+def test_canonical_dino_ablation_pretrains_both_backbones(trained, tmp_path, backbone):
+    """``ablations/dino_caron.json``: 2 global + 6 local crops reach the student; the CNN sees local crops at 3/7 of
+    the image size (96 at 224), the ViT (fixed position embedding) sees them resized to the image size."""
+    over = {**tiny(trained), "output_dir": str(tmp_path / "run"), "backbone": backbone,
+            "dino_presets#caron#output_dim": 64, "dino_presets#caron#hidden_dim": 32}
+    wf = workflow(["train.json", "pretrain_dino.json", "ablations/dino_caron.json"], "train", **over)
+    crop = wf.parser.get_parsed_content("train#preprocessing").transforms[-1]
+    assert crop.cropper.num_local == 6
+    assert tuple(crop.cropper.local_size) == ((32, 32) if backbone == "vit" else (14, 14))
+    wf.run()
+    assert (tmp_path / "run/classification" / f"pretrain_dino_{backbone}" / "model.pt").is_file()
+
+
 def test_cass_pretraining_and_finetuning_learn(tmp_path):
     """CASS: the CNN-ViT cosine loss falls far from its first epoch; fine-tuning: the focal loss falls."""
     over = tiny(tmp_path, ssl_epochs=6, cass_lr=1e-3, finetune_epochs=6, finetune_lr=1e-3)
