@@ -226,6 +226,13 @@ def s4mi_claims(summary: Mapping) -> list[dict]:
                 if ("cass", b, f) in cls and ("dino", b, f) in cls:
                     claims.append((f"C2: CASS > DINO, {BACKBONE_NAMES[b]}, {percent(f)}% labels ({names[key]})",
                                    cls[("cass", b, f)], cls[("dino", b, f)]))
+            fr = sorted({k[2] for k in cls if k[1] == b})
+            for m in ("cass", "dino"):
+                if len(fr) >= 2 and all((x, b, f) in cls for x in (m, "supervised") for f in (fr[0], fr[-1])):
+                    gain = [[a - c if a is not None and c is not None else None
+                             for a, c in zip(cls[(m, b, f)], cls[("supervised", b, f)])] for f in (fr[0], fr[-1])]
+                    claims.append((f"C3: {m.upper()} gains more over from scratch at {percent(fr[0])}% than at "
+                                   f"{percent(fr[-1])}% labels, {BACKBONE_NAMES[b]} ({names[key]})", gain[0], gain[1]))
     seg = {(s["method"], s["net"], s["fraction"]): s["values"]["iou"] for s in summary["segmentation"]}
     def comparable(net: str, sup: str) -> bool:  # the same network, or the paper's comparator (DEDL ~ ResNet-34)
         return sup == f"supervised_{net}" or sup == "supervised_resnet34"

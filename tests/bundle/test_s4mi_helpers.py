@@ -37,9 +37,9 @@ def test_rows_and_stage_list(tmp_path):
 
 
 def _report(seed_gain: float, ct_gain: float) -> dict:
-    cls = [{"method": m, "backbone": "cnn", "fraction": 0.1, "f1": 0.6, "recall": 0.6, "macro_f1": 0.3,
-            "balanced_accuracy": 0.4 + (seed_gain if m == "cass" else 0.0), "paper": None}
-           for m in ("cass", "dino", "supervised")]
+    cls = [{"method": m, "backbone": "cnn", "fraction": f, "f1": 0.6, "recall": 0.6, "macro_f1": 0.3,
+            "balanced_accuracy": 0.4 + f / 10 + (seed_gain * (1.5 - f) if m == "cass" else 0.0), "paper": None}
+           for m in ("cass", "dino", "supervised") for f in (0.1, 1.0)]
     seg = [{"row": f"{m}@{int(100 * f)}", "method": m, "net": "unet", "fraction": f,
             "iou": 0.7 + (ct_gain * (1 - f) if m == "cross_teaching" else 0.0), "dice": 0.8}
            for m in ("cross_teaching", "supervised_unet") for f in (0.1, 0.3, 1.0)]
@@ -56,6 +56,10 @@ def test_claims_hold_fail_or_stay_unclear_from_paired_seeds():
     assert verdicts["S1: cross-teaching unet > supervised_unet at 10% labels"] == ("holds", 3)
     assert verdicts["S1: cross-teaching unet > supervised_unet at 100% labels"][0] == "tie"
     assert verdicts["S3: cross-teaching unet gains more over supervised_unet at 10% than at 30%"][0] == "holds"
+    c3 = "C3: {} gains more over from scratch at 10% than at 100% labels, CNN (balanced acc.)"
+    assert verdicts[c3.format("CASS")] == ("holds", 3)  # gain 1.4 g at 10 % vs 0.5 g at 100 %
+    assert verdicts[c3.format("DINO")][0] == "tie"
+    assert verdicts["C1: CASS > from scratch, CNN, 100% labels (balanced acc.)"] == ("holds", 3)
     assert summary["classification_floor"]["f1"]["mean"] == pytest.approx(0.6)
     mixed = summarise_s4mi_seeds([_report(0.05, 0.1), _report(-0.01, 0.1)])
     c = {c["claim"]: c for c in mixed["claims"]}["C1: CASS > from scratch, CNN, 10% labels (balanced acc.)"]
