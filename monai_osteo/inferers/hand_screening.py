@@ -37,8 +37,6 @@ class HandScreeningInferer(Inferer):
         margin, min_area: see :class:`~monai_osteo.transforms.ExtractBonePatches` (the patch stage's settings).
         uncertainty: compute the predictive entropy and mutual information maps.
         min_image_side: images with a shorter side (a thumbnail, an icon) are not segmented: no bone is found.
-        patch_crop: ``square`` (the bone's square window, resized) or ``tight`` (cropped to the bone pixels first),
-            as the run's classifier was trained (:func:`~monai_osteo.transforms.presets.bone_patch_resize`).
         seed: the segmentation's hypotheses sample latents; each radiograph draws them from this seed (the global
             random state is left as it was), so a radiograph's result does not depend on what was screened before
             it or in the same batch. None: draw from the global random state.
@@ -55,12 +53,12 @@ class HandScreeningInferer(Inferer):
 
     def __init__(self, segmentation_network: torch.nn.Module, segmentation_size: Sequence[int] = (256, 176),
                  patch_size: int = 224, margin: float = 0.05, min_area: float = 5e-4, uncertainty: bool = True,
-                 min_image_side: int = 32, seed: int | None = 0, patch_crop: str = "square") -> None:
+                 min_image_side: int = 32, seed: int | None = 0) -> None:
         super().__init__()
         self.segmentation_network = segmentation_network
         self.segmentation_size = tuple(int(s) for s in segmentation_size)
         self.extractor = ExtractBonePatches(margin=margin, min_area=min_area)
-        self.resize = bone_patch_resize(patch_size, patch_crop)
+        self.resize = bone_patch_resize(patch_size)
         self.uncertainty = uncertainty
         self.min_image_side = int(min_image_side)
         self.seed = seed

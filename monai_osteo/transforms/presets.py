@@ -18,10 +18,7 @@ import torch
 from monai.config import KeysCollection
 from monai.transforms import (
     Compose,
-    CropForeground,
-    CropForegroundd,
     EnsureTyped,
-    Identityd,
     RandAffine,
     RandAffined,
     RandFlip,
@@ -35,64 +32,26 @@ from monai.transforms import (
 )
 from monai.utils import ensure_tuple_rep
 
-__all__ = [
-    "PATCH_CROPS",
-    "bone_patch_cropd",
-    "bone_patch_preprocessingd",
-    "bone_patch_resize",
-    "hand_view_augmentation",
-    "hand_view_augmentationd",
-]
+__all__ = ["bone_patch_preprocessingd", "bone_patch_resize", "hand_view_augmentation", "hand_view_augmentationd"]
 
 #: the one resize of a bone patch to the classifier's input: probe training, evaluation and screening alike
 _PATCH_RESIZE = {"mode": "bilinear", "anti_aliasing": True}
 
 
-#: how a bone patch is framed before the resize: ``square`` = the cached square window around the bone (the paper's
-#: patch); ``tight`` = cropped to the bone's own bounding box first (the patch is masked, so the box of its non-zero
-#: pixels), then resized to the square input: an elongated bone fills the input instead of a fifth of it
-PATCH_CROPS = ("square", "tight")
+def bone_patch_resize(patch_size: int) -> Resize:
+    """(1, s, s) bone patch -> (1, patch_size, patch_size), bilinear with anti-aliasing (screening's resize)."""
+    return Resize((int(patch_size), int(patch_size)), **_PATCH_RESIZE)
 
 
-def _is_bone(x):
-    return x > 0
-
-
-def _check_crop(crop: str) -> str:
-    if crop not in PATCH_CROPS:
-        raise ValueError(f"patch_crop must be one of {list(PATCH_CROPS)}, got {crop!r}.")
-    return crop
-
-
-def bone_patch_resize(patch_size: int, crop: str = "square") -> Resize | Compose:
-    """(1, s, s) bone patch -> (1, patch_size, patch_size), bilinear with anti-aliasing (screening's resize);
-    ``crop="tight"`` first crops the patch to the bounding box of its bone pixels (non-zero: patches are masked)."""
-    resize = Resize((int(patch_size), int(patch_size)), **_PATCH_RESIZE)
-    if _check_crop(crop) == "square":
-        return resize
-    return Compose([CropForeground(select_fn=_is_bone, margin=0, allow_smaller=True), resize])
-
-
-def bone_patch_cropd(keys: KeysCollection, crop: str = "square") -> CropForegroundd | Identityd:
-    """The framing step of :func:`bone_patch_resize` as a dictionary transform (for the SSL views, which crop and
-    resize the patch themselves): ``Identityd`` for ``square``, ``CropForegroundd`` to the bone pixels for ``tight``."""
-    if _check_crop(crop) == "square":
-        return Identityd(keys=keys)
-    source = keys if isinstance(keys, str) else list(keys)[0]
-    return CropForegroundd(keys=keys, source_key=source, select_fn=_is_bone, margin=0, allow_smaller=True)
-
-
-def bone_patch_preprocessingd(keys: KeysCollection, patch_size: int, crop: str = "square") -> Compose:
+def bone_patch_preprocessingd(keys: KeysCollection, patch_size: int) -> Compose:
     """Cached patch path -> float32 (1, patch_size, patch_size) tensor: the probe's and the evaluation's path.
 
-    ``LoadBonePatchd`` -> :func:`bone_patch_cropd` (``crop``) -> ``Resized`` (as :func:`bone_patch_resize`) ->
-    ``EnsureTyped`` (float32, no metadata).
+    ``LoadBonePatchd`` -> ``Resized`` (as :func:`bone_patch_resize`) -> ``EnsureTyped`` (float32, no metadata).
     """
     from monai_osteo.data.readers.patches import LoadBonePatchd
 
     size = (int(patch_size), int(patch_size))
-    return Compose([LoadBonePatchd(keys=keys), bone_patch_cropd(keys, crop),
-                    Resized(keys=keys, spatial_size=size, **_PATCH_RESIZE),
+    return Compose([LoadBonePatchd(keys=keys), Resized(keys=keys, spatial_size=size, **_PATCH_RESIZE),
                     EnsureTyped(keys=keys, dtype=torch.float32, track_meta=False)])
 
 

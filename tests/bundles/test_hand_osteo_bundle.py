@@ -319,9 +319,9 @@ def test_out_of_distribution_images_get_no_decision(trained, tmp_path):
         assert r["decision_name"].startswith("no decision") and r["qc_flags"]
 
 
-@pytest.mark.parametrize("preset, intensity, selection, framing", [
-    (None, (-0.5, 0.5), "val_subject_f1", "square"), ("quick.json", (0.0, 0.0), "val_subject_auc", "tight")])
-def test_ssl_view_intensity_and_probe_selection_follow_the_preset(tmp_path, preset, intensity, selection, framing):
+@pytest.mark.parametrize("preset, intensity, selection", [(None, (-0.5, 0.5), "val_subject_f1"),
+                                                          ("quick.json", (0.0, 0.0), "val_subject_auc")])
+def test_ssl_view_intensity_and_probe_selection_follow_the_preset(tmp_path, preset, intensity, selection):
     """The paper preset keeps the paper's 50-150 % brightness/contrast in every SSL view and selects the probe on
     subject macro-F1; the quick preset changes neither intensity (the phantom's signal is bone density) and selects
     on subject AUC. Checked on the parsed stage configs, as ``run_stages`` builds them."""
@@ -334,14 +334,7 @@ def test_ssl_view_intensity_and_probe_selection_follow_the_preset(tmp_path, pres
     for view in views:
         brightness, contrast = view.transforms[3].scaler, view.transforms[4].scaler
         assert tuple(brightness.factors) == intensity and tuple(contrast.factors) == intensity
-    steps = [type(t).__name__ for t in parser.get_parsed_content("train#preprocessing").transforms]
-    assert steps[:3] == ["LoadBonePatchd", "CropForegroundd" if framing == "tight" else "Identityd",
-                         "RandConstrainedMultiCropd"]  # the SSL views, the probe and screening frame patches alike
     probe = workflow([*files, "train_probe.json"], None, **over).parser
-    assert probe.get_parsed_content("patch_crop") == framing
-    assert "@patch_crop)" in probe.get("feature_transform#transforms#0")  # the probe's features use the framing
-    inferer = workflow([*files, "inference.json"], None, **over).parser.get_parsed_content("inferer")
-    assert type(inferer.resize).__name__ == ("Compose" if framing == "tight" else "Resize")
     assert list(probe.get_parsed_content("validate#key_metric")) == [selection]
     assert {*probe.get_parsed_content("validate#additional_metrics"), selection} == {"val_subject_f1",
                                                                                        "val_subject_auc"}

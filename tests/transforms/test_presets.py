@@ -96,26 +96,3 @@ def test_bone_patch_preprocessing_is_the_screening_resize(tmp_path):
     out = bone_patch_preprocessingd("image", 32)({"image": str(tmp_path / "p.npy")})["image"]
     assert out.dtype == torch.float32 and tuple(out.shape) == (1, 32, 32) and not hasattr(out, "meta")
     assert_allclose(out, bone_patch_resize(32)(torch.from_numpy(patch.astype(np.float32))), atol=1e-6, rtol=0)
-
-
-def test_tight_patch_crop_fills_the_input_with_the_bone(tmp_path):
-    """``patch_crop="tight"`` crops a masked patch to its bone pixels before the resize: an elongated bone (80 x 11
-    px in a 100-px window) fills the 32-px input instead of ~9 % of it, keeps its intensity, and the probe's
-    dictionary path and the screening resize stay identical; ``square`` is the plain resize."""
-    from monai_osteo.data.readers.patches import save_bone_patch as save
-    from monai_osteo.transforms.presets import bone_patch_cropd, bone_patch_preprocessingd, bone_patch_resize
-
-    patch = np.zeros((1, 100, 100), np.float32)
-    patch[0, 10:90, 45:56] = 0.75
-    square = bone_patch_resize(32)(torch.from_numpy(patch))
-    tight = bone_patch_resize(32, "tight")(torch.from_numpy(patch))
-    assert tuple(tight.shape) == (1, 32, 32)
-    assert float((square > 0.01).float().mean()) < 0.15  # the bone covers ~13 % of the square input
-    assert bool((tight > 0.6).all())  # all bone (the edge rows are dimmed by the anti-aliasing filter)
-    assert bool((tight[:, 1:-1] - 0.75).abs().max() < 1e-5)
-    save(tmp_path / "p.npy", patch.astype(np.float16))
-    out = bone_patch_preprocessingd("image", 32, "tight")({"image": str(tmp_path / "p.npy")})["image"]
-    assert_allclose(out, tight, atol=1e-3, rtol=0)
-    assert bone_patch_cropd("image", "square")({"image": patch})["image"] is patch
-    with pytest.raises(ValueError, match="patch_crop must be one of"):
-        bone_patch_resize(32, "oriented")
