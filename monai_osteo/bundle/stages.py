@@ -120,6 +120,16 @@ def run_stages(stages: Sequence[Mapping], settings: Mapping | None = None, datal
     """
     data_fp = data_fingerprint(datalist_files(datalist)) if datalist else ""
     upstream, records = data_fp, []
+
+    def check_data(when: str) -> None:
+        """The data of a run must not change under it (e.g. another run regenerating a phantom cohort in the same
+        folder): its stages would mix two cohorts while the fingerprints record one."""
+        if datalist and data_fingerprint(datalist_files(datalist)) != data_fp:
+            raise RuntimeError(f"{datalist}: the datalist or a file it lists changed {when}; the stages of this run "
+                               "would mix two versions of the data. Another run writing the same phantom folder (for "
+                               "another seed) is the usual cause: run those one after another, or give each its own "
+                               "phantom_dir / datalist, then run this one again.")
+
     dist = _Dist()
     for stage in stages:
         name = stage["name"]
@@ -161,9 +171,11 @@ def run_stages(stages: Sequence[Mapping], settings: Mapping | None = None, datal
         if missing:
             raise ValueError(f"stage {name}: the config misses the required ids {missing} of a MONAI "
                              f"{stage['workflow_type']} workflow ({files}).")
+        check_data(f"before stage {name}")
         logger.info("stage %s: running %s", name, [Path(f).name for f in files])
         wf.run()
         wf.finalize()
+        check_data(f"while stage {name} ran")
         seconds = round(time.perf_counter() - start, 1)
         dist.barrier()
         if dist.main:

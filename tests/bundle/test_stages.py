@@ -127,3 +127,18 @@ def test_execution_settings_do_not_rerun_a_stage(setup):
     run_stages([_stage(config, out)], datalist=str(datalist))
     records = run_stages([_stage(config, out, device="cuda:1", num_workers=8, cache_workers=4)], datalist=str(datalist))
     assert records[0]["skipped"] and _count(out) == "1"
+
+
+def test_data_changed_under_a_run_stops_it(setup, tmp_path):
+    """Another run regenerating the same phantom folder mid-run (its stages would mix two cohorts) stops the run with
+    a message naming the datalist and the cause, before the next stage and after the stage it happened in."""
+    config, datalist, _ = setup
+    rewrite = {**STAGE, "run": [*STAGE["run"], f"$open({str(datalist.parent / 'a.txt')!r}, 'w').write('image b')"]}
+    (tmp_path / "rewrite.json").write_text(json.dumps(rewrite))
+    stages = [_stage(config, tmp_path / "first"), _stage(tmp_path / "rewrite.json", tmp_path / "second"),
+              _stage(config, tmp_path / "third")]
+    with pytest.raises(RuntimeError, match=r"datalist.json: the datalist or a file it lists changed while stage "
+                                           r"second ran.*another seed"):
+        run_stages(stages, datalist=str(datalist))
+    assert _count(tmp_path / "first") == "1" and not (tmp_path / "third").exists()
+    assert json.loads((tmp_path / "second" / STAGE_FILE).read_text())["status"] == "running"  # not recorded as done
