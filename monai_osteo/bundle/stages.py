@@ -81,6 +81,14 @@ def data_fingerprint(files: Sequence[str | os.PathLike]) -> str:
     return h.hexdigest()[:16]
 
 
+def _stat_signature(files: Sequence[str | os.PathLike]) -> list[tuple[str, int, int]]:
+    out = []
+    for f in files:
+        st = os.stat(f)
+        out.append((str(f), st.st_size, st.st_mtime_ns))
+    return out
+
+
 def _sha(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -118,17 +126,31 @@ def run_stages(stages: Sequence[Mapping], settings: Mapping | None = None, datal
     Returns:
         one record per stage: ``name``, ``fingerprint``, ``skipped``, ``seconds``.
     """
-    data_fp = data_fingerprint(datalist_files(datalist)) if datalist else ""
+    data_files = datalist_files(datalist) if datalist else []
+    data_fp = data_fingerprint(data_files) if datalist else ""
     upstream, records = data_fp, []
+    data_stat = _stat_signature(data_files)
 
     def check_data(when: str) -> None:
         """The data of a run must not change under it (e.g. another run regenerating a phantom cohort in the same
-        folder): its stages would mix two cohorts while the fingerprints record one."""
-        if datalist and data_fingerprint(datalist_files(datalist)) != data_fp:
-            raise RuntimeError(f"{datalist}: the datalist or a file it lists changed {when}; the stages of this run "
-                               "would mix two versions of the data. Another run writing the same phantom folder (for "
-                               "another seed) is the usual cause: run those one after another, or give each its own "
-                               "phantom_dir / datalist, then run this one again.")
+        folder): its stages would mix two cohorts while the fingerprints record one. While every file keeps its size
+        and modification time nothing is read; otherwise the data are hashed again (identical content passes)."""
+        nonlocal data_stat
+        if not datalist:
+            return
+        try:
+            files = datalist_files(datalist)
+            stat = _stat_signature(files)
+            changed = stat != data_stat and data_fingerprint(files) != data_fp
+        except OSError:  # a listed file (or the datalist) vanished
+            changed = True
+        if not changed:
+            data_stat = stat
+            return
+        raise RuntimeError(f"{datalist}: the datalist or a file it lists changed {when}; the stages of this run "
+                           "would mix two versions of the data. Another run writing the same phantom folder (for "
+                           "another seed) is the usual cause: run those one after another, or give each its own "
+                           "phantom_dir / datalist, then run this one again.")
 
     dist = _Dist()
     for stage in stages:

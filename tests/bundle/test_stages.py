@@ -142,3 +142,19 @@ def test_data_changed_under_a_run_stops_it(setup, tmp_path):
         run_stages(stages, datalist=str(datalist))
     assert _count(tmp_path / "first") == "1" and not (tmp_path / "third").exists()
     assert json.loads((tmp_path / "second" / STAGE_FILE).read_text())["status"] == "running"  # not recorded as done
+
+
+def test_data_rewritten_identically_or_removed_under_a_run(setup, tmp_path):
+    """A byte-identical rewrite (a seeded cohort regenerated as it was) lets the run go on; a listed file that
+    vanishes stops it."""
+    config, datalist, _ = setup
+    a = str(datalist.parent / "a.txt")
+    same = {**STAGE, "run": [*STAGE["run"], f"$open({a!r}, 'w').write('image a')"]}
+    gone = {**STAGE, "run": [*STAGE["run"], f"$__import__('os').remove({a!r})"]}
+    (tmp_path / "same.json").write_text(json.dumps(same))
+    (tmp_path / "gone.json").write_text(json.dumps(gone))
+    recs = run_stages([_stage(tmp_path / "same.json", tmp_path / "s1"), _stage(config, tmp_path / "s2")],
+                      datalist=str(datalist))
+    assert [r["skipped"] for r in recs] == [False, False]
+    with pytest.raises(RuntimeError, match="changed while stage g1 ran"):
+        run_stages([_stage(tmp_path / "gone.json", tmp_path / "g1")], datalist=str(datalist))
