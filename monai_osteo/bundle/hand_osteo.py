@@ -18,7 +18,7 @@ from monai_osteo.bundle.datalist import datalist_items
 from monai_osteo.io import atomic_copy, atomic_save, atomic_write_json
 
 __all__ = ["class_weights", "export_bone_classifier", "load_encoder", "patch_records", "patch_sources",
-           "write_run_manifest"]
+           "ssl_batch_sampler", "write_run_manifest"]
 
 logger = logging.getLogger("monai_osteo.hand_osteo")
 PATCH_INDEX = "index.json"
@@ -84,6 +84,24 @@ def class_weights(records: Sequence[dict], num_classes: int = 2) -> torch.Tensor
     """Inverse-frequency class weights ``n / (C n_c)`` of the records' labels (balanced cross-entropy)."""
     counts = torch.bincount(torch.as_tensor([int(r["label"]) for r in records]), minlength=num_classes).float()
     return counts.sum() / (num_classes * counts.clamp_min(1))
+
+
+def ssl_batch_sampler(records: Sequence[dict], grouping: str | None, batch_size: int, seed: int = 0,
+                      sampler: object | None = None):
+    """The SSL stage's ``batch_sampler``: ``None`` (``grouping`` None: the loader's own shuffled batches) or, for
+    ``grouping="bone"``, a :class:`~monai_osteo.data.GroupedBatchSampler` of single-bone batches over ``records``
+    (shards across ranks itself, so a ``sampler`` such as ``DistributedSampler`` must not be set as well)."""
+    if grouping is None:
+        return None
+    if grouping != "bone":
+        raise ValueError(f"ssl_batch_grouping must be null (mixed batches) or 'bone' (one bone per batch), "
+                         f"got {grouping!r}.")
+    if sampler is not None:
+        raise ValueError("ssl_batch_grouping 'bone' builds a batch sampler that shards across ranks itself; leave "
+                         "train#sampler null (multi_gpu_ssl.json sets a DistributedSampler: override it with null).")
+    from monai_osteo.data import GroupedBatchSampler
+
+    return GroupedBatchSampler([r["bone"] for r in records], batch_size, drop_last=True, seed=seed)
 
 
 def load_encoder(classifier: torch.nn.Module, checkpoint: str | os.PathLike | None) -> torch.nn.Module:

@@ -16,7 +16,7 @@ from monai_osteo.data.readers import (
     LoadRadiographDict,
     RadiographReadError,
 )
-from monai_osteo.data.samplers import TwoStreamBatchSampler
+from monai_osteo.data.samplers import GroupedBatchSampler, TwoStreamBatchSampler
 from monai_osteo.data.splits import subject_split
 
 __all__ = [
@@ -31,6 +31,7 @@ __all__ = [
     "LoadRadiographd",
     "RadiographReadError",
     "SUPPORTED_SUFFIXES",
+    "GroupedBatchSampler",
     "TwoStreamBatchSampler",
     "ensure_hand_cohort",
     "generate_hand_cohort",

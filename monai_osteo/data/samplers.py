@@ -21,7 +21,7 @@ import numpy as np
 import torch.distributed as dist
 from torch.utils.data import Sampler
 
-__all__ = ["TwoStreamBatchSampler"]
+__all__ = ["GroupedBatchSampler", "TwoStreamBatchSampler"]
 
 
 class TwoStreamBatchSampler(Sampler[list[int]]):
@@ -97,6 +97,81 @@ class TwoStreamBatchSampler(Sampler[list[int]]):
                 secondary.extend(pool[rng_s.permutation(len(pool))].tolist())
         pb = self.primary_batch_size
         return [primary[b * pb:(b + 1) * pb].tolist() + secondary[b * k:(b + 1) * k] for b in range(n)]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        batches = self.global_batches()[self.rank::self.num_replicas]
+        return iter(batches[:len(self)])
+
+    def __len__(self) -> int:
+        return self.num_global_batches // self.num_replicas
+
+
+class GroupedBatchSampler(Sampler[list[int]]):
+    """Batches whose items all share one group (e.g. the same bone), shuffled within and across groups every epoch.
+
+    Contrastive SSL on bone patches with batches mixing ulna, radius and metacarpals can tell most views apart by
+    bone type and outline alone; batches of a single bone make every negative the same bone of another subject
+    (hard negatives in the sense of [0]), so the features must separate what differs between subjects of that bone.
+    One epoch: each group's indices are permuted with a generator seeded by ``(seed, epoch, group)``, cut into
+    batches of ``batch_size`` (a group's incomplete tail is dropped when ``drop_last``), and the batches of all groups
+    are permuted together (seeded by ``(seed, epoch)``). Neither torch nor MONAI has such a sampler (torchvision's
+    ``GroupedBatchSampler`` lives in its detection reference scripts, not in the package, and is unseeded); the
+    seeding, ``set_epoch`` and rank sharding follow :class:`TwoStreamBatchSampler`. Use as
+    ``DataLoader(dataset, batch_sampler=sampler)``; :class:`~monai_osteo.engines.MultiViewSSLTrainer` calls
+    :meth:`set_epoch` at every epoch start.
+
+    - [0] Robinson et al., 2021, Contrastive learning with hard negative samples, ICLR.
+
+    Args:
+        groups: one hashable group key per dataset item (e.g. ``[r["bone"] for r in records]``).
+        batch_size: items per batch.
+        drop_last: drop each group's incomplete last batch (default True, as SimCLR's loaders do).
+        seed: seed of the permutations; the same on all ranks.
+        num_replicas, rank: as in :class:`TwoStreamBatchSampler` (round-robin dealing of the epoch's batches).
+    """
+
+    def __init__(self, groups: Sequence, batch_size: int, drop_last: bool = True, seed: int = 0,
+                 num_replicas: int | None = None, rank: int | None = None) -> None:
+        if int(batch_size) != batch_size or batch_size < 1:
+            raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}.")
+        self.batch_size, self.drop_last = int(batch_size), bool(drop_last)
+        keys: dict = {}
+        for i, g in enumerate(groups):
+            keys.setdefault(g, []).append(i)
+        self.groups = [keys[g] for g in sorted(keys, key=str)]
+        if not self.groups:
+            raise ValueError("groups is empty: pass one group key per dataset item.")
+        if num_replicas is None:
+            num_replicas = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+        if rank is None:
+            rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+        if num_replicas < 1 or not 0 <= rank < num_replicas:
+            raise ValueError(f"rank must be in [0, num_replicas) with num_replicas >= 1, got rank={rank!r}, "
+                             f"num_replicas={num_replicas!r}.")
+        self.num_replicas, self.rank = int(num_replicas), int(rank)
+        per_group = [(len(g) // self.batch_size) if self.drop_last else -(-len(g) // self.batch_size)
+                     for g in self.groups]
+        self.num_global_batches = sum(per_group)
+        if self.num_global_batches < self.num_replicas:
+            sizes = {str(k): len(v) for k, v in keys.items()}
+            raise ValueError(f"the groups make {self.num_global_batches} batch(es) of {self.batch_size} per epoch "
+                             f"(group sizes {sizes}), fewer than num_replicas={self.num_replicas}: lower batch_size.")
+        self.seed, self.epoch = int(seed), 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Make the next iteration use the permutations of ``epoch`` (call before each epoch)."""
+        self.epoch = int(epoch)
+
+    def global_batches(self) -> list[list[int]]:
+        """All batches of the current epoch before sharding (the same on every rank)."""
+        batches = []
+        for g, idx in enumerate(self.groups):
+            rng = np.random.default_rng(np.random.SeedSequence([self.seed, self.epoch, g + 1]))
+            perm = np.asarray(idx)[rng.permutation(len(idx))].tolist()
+            stop = len(perm) - len(perm) % self.batch_size if self.drop_last else len(perm)
+            batches.extend(perm[b:b + self.batch_size] for b in range(0, stop, self.batch_size))
+        order = np.random.default_rng(np.random.SeedSequence([self.seed, self.epoch, 0])).permutation(len(batches))
+        return [batches[i] for i in order]
 
     def __iter__(self) -> Iterator[list[int]]:
         batches = self.global_batches()[self.rank::self.num_replicas]

@@ -12,6 +12,7 @@ Batches are dictionaries with ``global_key`` and ``local_key`` lists of (B, C, h
 from __future__ import annotations
 
 import torch
+from ignite.engine import Events
 from monai.engines import SupervisedTrainer
 from monai.engines.utils import IterationEvents
 from monai.utils import CommonKeys as Keys
@@ -38,6 +39,15 @@ class MultiViewSSLTrainer(SupervisedTrainer):
         kwargs.setdefault("decollate", False)
         super().__init__(*args, **kwargs)
         self.global_key, self.local_key, self.label_key = global_key, local_key, label_key
+        self.add_event_handler(Events.EPOCH_STARTED, self._set_batch_sampler_epoch)
+
+    @staticmethod
+    def _set_batch_sampler_epoch(engine: MultiViewSSLTrainer) -> None:
+        """Reshuffle a seeded batch sampler every epoch (e.g. :class:`~monai_osteo.data.GroupedBatchSampler`):
+        MONAI's ``Workflow`` calls ``set_epoch`` on a ``DistributedSampler`` only, not on a ``batch_sampler``."""
+        batch_sampler = getattr(engine.data_loader, "batch_sampler", None)
+        if hasattr(batch_sampler, "set_epoch"):
+            batch_sampler.set_epoch(engine.state.epoch)
 
     def _iteration(self, engine: MultiViewSSLTrainer, batchdata: dict) -> dict:
         if batchdata is None or engine.global_key not in batchdata:

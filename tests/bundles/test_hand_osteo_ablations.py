@@ -63,3 +63,28 @@ def test_only_seeds_both_ran_are_compared_and_old_records_without_subjects_skip_
     t = ablations.ordering_tests(full, old)
     assert t["seeds"] == 2 and t["bootstrap_ci"] is None
     assert "n/a" in ablations.table({"simclr": full, "vicreg": old}, resamples=200)
+
+
+def _record(*args):  # module level: picklable for the worker processes
+    return ablations.record(*args)
+
+
+def test_processes_sharing_an_output_folder_keep_each_others_rows(tmp_path, monkeypatch):
+    """Two ablations.py processes writing the same ablations.json (variants run side by side) add rows under a lock
+    instead of the last writer dropping the other's: here a second writer's file is read back before each add."""
+    import json
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    full_table = ablations.table
+    monkeypatch.setattr(ablations, "table", lambda results: full_table(results, resamples=20))  # forked workers too
+    path = tmp_path / "ablations.json"
+    y = np.array([0, 1, 0, 1, 1, 0])
+    rows = [(name, seed, _run(y, y + 0.1 * seed)) for name in ("simclr", "supervised_only") for seed in range(3)]
+    with ProcessPoolExecutor(3, mp_context=multiprocessing.get_context("fork")) as pool:
+        list(pool.map(_record, [path] * len(rows), *zip(*rows)))
+    stored = json.loads(path.read_text())
+    assert {k: sorted(v) for k, v in stored.items()} == {"simclr": ["0", "1", "2"], "supervised_only": ["0", "1", "2"]}
+    assert stored["supervised_only"]["2"]["auc"] == pytest.approx(rows[-1][2]["auc"])
+    table = (tmp_path / "ablations.md").read_text()
+    assert "T6: SSL + probe > supervised only" in table and "| simclr | 3 |" in table

@@ -338,3 +338,56 @@ def test_ssl_view_intensity_and_probe_selection_follow_the_preset(tmp_path, pres
     assert list(probe.get_parsed_content("validate#key_metric")) == [selection]
     assert {*probe.get_parsed_content("validate#additional_metrics"), selection} == {"val_subject_f1",
                                                                                        "val_subject_auc"}
+
+
+def test_the_quick_preset_tests_on_hundreds_of_subjects_and_trains_on_the_same_280():
+    """The quick cohort's split, computed as the generator does (phenotypes and ``subject_split``, no images): 315
+    test subjects (88 positive; 60 was too few to measure an AUC), and the training split keeps the 280 subjects the
+    SSL and probe budgets were set for."""
+    from monai.bundle import ConfigParser
+
+    import inspect
+
+    from monai_osteo.data.phantoms.cohort import PRESETS, generate_hand_cohort
+    from monai_osteo.data.phantoms.subjects import sample_cohort_subjects
+    from monai_osteo.data.splits import subject_split
+
+    quick = ConfigParser.load_config_file(str(CONFIGS / "quick.json"))
+    defaults = {k: v.default for k, v in inspect.signature(generate_hand_cohort).parameters.items()}
+    kw = {**defaults, **PRESETS[quick["phantom_preset"]], **quick["phantom_overrides"]}
+    for seed in (0, 2):
+        subjects = sample_cohort_subjects(kw["subjects"], np.random.default_rng([seed, 0]), kw["prevalence"])
+        subjects = [subjects[i] for i in np.random.default_rng([seed, 1]).permutation(len(subjects))]
+        ids = [f"HX{i + 1:04d}" for i in range(len(subjects))]
+        split = subject_split(ids, [s.label for s in subjects], kw["split_fractions"], seed=seed)
+        test = [s for i, s in zip(ids, subjects) if split[i] == "test"]
+        assert len(test) == 315 and sum(s.label for s in test) == 88
+        assert sum(v == "training" for v in split.values()) == 280
+
+
+@pytest.mark.parametrize("grouping", [None, "bone"])
+def test_ssl_batch_grouping_builds_single_bone_batches(tmp_path, grouping):
+    """``ssl_batch_grouping``: null (both presets) keeps the loader's shuffled mixed batches; "bone" gives the SSL
+    loader a GroupedBatchSampler whose batches hold one bone each. Parsed from the stage config on a patch index."""
+    from monai_osteo.data import GroupedBatchSampler
+
+    patches = tmp_path / "patches"
+    patches.mkdir()
+    bones = ["ulna", "radius", "M1", "M2", "M3", "M4", "M5"]
+    records = [{"patch": f"p{i}.npy", "role": ["ssl", "probe"], "split": "training", "label": i % 2,
+                "subject_id": f"s{i // 7}", "bone": bones[i % 7], "image_id": f"s{i // 7}"} for i in range(7 * 20)]
+    (patches / "index.json").write_text(json.dumps({"patches": records, "images": {}, "mode": "bones"}))
+    for preset in ([], ["quick.json"]):
+        default = workflow(["train.json", *preset], None, bundle_root=str(BUNDLE), datalist=[]).parser
+        assert default.get_parsed_content("ssl_batch_grouping") is None
+    over = {"bundle_root": str(BUNDLE), "output_dir": str(tmp_path / "run"), "datalist": [], "device": "cpu",
+            "patches_dir": str(patches), "ssl_batch_size": 8, "ssl_batch_grouping": grouping}
+    parser = workflow(["train.json", "quick.json", "train_ssl.json"], None, **over).parser
+    loader = parser.get_parsed_content("train#dataloader")
+    if grouping is None:
+        assert not isinstance(loader.batch_sampler, GroupedBatchSampler) and loader.batch_size == 8
+        return
+    assert isinstance(loader.batch_sampler, GroupedBatchSampler) and len(loader.batch_sampler) == 7 * (20 // 8)
+    data = loader.dataset.data
+    for batch in loader.batch_sampler:
+        assert len(batch) == 8 and len({data[i]["bone"] for i in batch}) == 1

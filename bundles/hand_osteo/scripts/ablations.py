@@ -182,15 +182,31 @@ def main(argv=None) -> int:
     extra = {k: json.loads(v) for k, v in (s.split("=", 1) for s in args.set)}
     out = Path(args.out)
     path = out / "ablations.json"
-    results = json.loads(path.read_text()) if path.is_file() else {}
+    out.mkdir(parents=True, exist_ok=True)
+    results = {}
     for seed in args.seeds:
         for name in args.only:
-            results.setdefault(name, {})[str(seed)] = run_variant(name, seed, out, args.preset or None, extra,
-                                                                 args.reuse)
-            atomic_write_json(path, results)
-            atomic_write_text(out / "ablations.md", table({k: results[k] for k in ORDER if k in results}))
+            row = run_variant(name, seed, out, args.preset or None, extra, args.reuse)
+            results = record(path, name, seed, row)
+    results = results or (json.loads(path.read_text()) if path.is_file() else {})
     print(table({k: results[k] for k in ORDER if k in results}))
     return 0
+
+
+def record(path: Path, name: str, seed: int, row: dict) -> dict:
+    """Add one variant/seed row to ``path`` and rewrite the tables; returns all rows.
+
+    The file is re-read under an exclusive lock, so several ``ablations.py`` processes sharing ``--out`` (e.g.
+    two variants of a seed run side by side) each add their rows instead of overwriting the others'."""
+    import fcntl
+
+    with open(path.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        results = json.loads(path.read_text()) if path.is_file() else {}
+        results.setdefault(name, {})[str(seed)] = row
+        atomic_write_json(path, results)
+        atomic_write_text(path.parent / "ablations.md", table({k: results[k] for k in ORDER if k in results}))
+    return results
 
 
 if __name__ == "__main__":
