@@ -24,6 +24,18 @@ from torch.utils.data import Sampler
 __all__ = ["GroupedBatchSampler", "TwoStreamBatchSampler"]
 
 
+def _ranks(num_replicas: int | None, rank: int | None) -> tuple[int, int]:
+    """(num_replicas, rank), defaulting to ``torch.distributed``'s when initialised, else (1, 0); validated."""
+    if num_replicas is None:
+        num_replicas = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+    if rank is None:
+        rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+    if num_replicas < 1 or not 0 <= rank < num_replicas:
+        raise ValueError(f"rank must be in [0, num_replicas) with num_replicas >= 1, got rank={rank!r}, "
+                         f"num_replicas={num_replicas!r}.")
+    return int(num_replicas), int(rank)
+
+
 class TwoStreamBatchSampler(Sampler[list[int]]):
     """Batches of ``batch_size - secondary_batch_size`` primary indices then ``secondary_batch_size`` secondary ones.
 
@@ -65,14 +77,7 @@ class TwoStreamBatchSampler(Sampler[list[int]]):
             raise ValueError(f"primary_indices must hold at least one primary batch ({self.primary_batch_size} = "
                              f"batch_size - secondary_batch_size), got {len(self.primary_indices)}: lower batch_size "
                              "or raise the labelled fraction.")
-        if num_replicas is None:
-            num_replicas = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
-        if rank is None:
-            rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
-        if num_replicas < 1 or not 0 <= rank < num_replicas:
-            raise ValueError(f"rank must be in [0, num_replicas) with num_replicas >= 1, got rank={rank!r}, "
-                             f"num_replicas={num_replicas!r}.")
-        self.num_replicas, self.rank = int(num_replicas), int(rank)
+        self.num_replicas, self.rank = _ranks(num_replicas, rank)
         self.num_global_batches = len(self.primary_indices) // self.primary_batch_size
         if self.num_global_batches < self.num_replicas:
             raise ValueError(f"the primary indices make {self.num_global_batches} batch(es) per epoch, fewer than "
@@ -141,14 +146,7 @@ class GroupedBatchSampler(Sampler[list[int]]):
         self.groups = [keys[g] for g in sorted(keys, key=str)]
         if not self.groups:
             raise ValueError("groups is empty: pass one group key per dataset item.")
-        if num_replicas is None:
-            num_replicas = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
-        if rank is None:
-            rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
-        if num_replicas < 1 or not 0 <= rank < num_replicas:
-            raise ValueError(f"rank must be in [0, num_replicas) with num_replicas >= 1, got rank={rank!r}, "
-                             f"num_replicas={num_replicas!r}.")
-        self.num_replicas, self.rank = int(num_replicas), int(rank)
+        self.num_replicas, self.rank = _ranks(num_replicas, rank)
         per_group = [(len(g) // self.batch_size) if self.drop_last else -(-len(g) // self.batch_size)
                      for g in self.groups]
         self.num_global_batches = sum(per_group)
