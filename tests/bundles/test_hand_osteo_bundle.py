@@ -344,9 +344,9 @@ def test_the_quick_preset_tests_on_hundreds_of_subjects_and_trains_on_the_same_2
     """The quick cohort's split, computed as the generator does (phenotypes and ``subject_split``, no images): 315
     test subjects (88 positive; 60 was too few to measure an AUC), and the training split keeps the 280 subjects the
     SSL and probe budgets were set for."""
-    from monai.bundle import ConfigParser
-
     import inspect
+
+    from monai.bundle import ConfigParser
 
     from monai_osteo.data.phantoms.cohort import PRESETS, generate_hand_cohort
     from monai_osteo.data.phantoms.subjects import sample_cohort_subjects
