@@ -1,4 +1,7 @@
-"""Two-stream batch sampler: every batch = labelled (primary) indices followed by unlabelled (secondary) indices.
+"""Seeded batch samplers: two-stream batches (labelled then unlabelled indices) and single-group batches.
+
+``GroupedBatchSampler`` (hand_osteo's ``ssl_batch_grouping``) is documented on the class. The rest of this text is
+about ``TwoStreamBatchSampler``: every batch = labelled (primary) indices followed by unlabelled (secondary) indices.
 
 Semi-supervised cross-teaching (S4MI, spec §4.3) trains on batches of ``labeled_bs`` labelled images followed by
 unlabelled ones; the trainer slices ``[:labeled_bs]`` / ``[labeled_bs:]``, so the order inside a batch matters.
