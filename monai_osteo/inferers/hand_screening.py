@@ -34,6 +34,8 @@ class HandScreeningInferer(Inferer):
         segmentation_size: (h, w) the segmentation network works at (letterboxed, as in training).
         patch_size: side the patches are resized to for the classifier, with the same resize as the probe's
             training patches (MONAI ``Resize``, bilinear, anti-aliased).
+        patch_normalization: the patches' intensity normalisation before the resize, as the probe's training
+            patches had it (see :func:`~monai_osteo.transforms.presets.bone_patch_intensity`).
         margin, min_area: see :class:`~monai_osteo.transforms.ExtractBonePatches` (the patch stage's settings).
         uncertainty: compute the predictive entropy and mutual information maps.
         min_image_side: images with a shorter side (a thumbnail, an icon) are not segmented: no bone is found.
@@ -53,12 +55,12 @@ class HandScreeningInferer(Inferer):
 
     def __init__(self, segmentation_network: torch.nn.Module, segmentation_size: Sequence[int] = (256, 176),
                  patch_size: int = 224, margin: float = 0.05, min_area: float = 5e-4, uncertainty: bool = True,
-                 min_image_side: int = 32, seed: int | None = 0) -> None:
+                 min_image_side: int = 32, seed: int | None = 0, patch_normalization: str | None = None) -> None:
         super().__init__()
         self.segmentation_network = segmentation_network
         self.segmentation_size = tuple(int(s) for s in segmentation_size)
         self.extractor = ExtractBonePatches(margin=margin, min_area=min_area)
-        self.resize = bone_patch_resize(patch_size)
+        self.resize = bone_patch_resize(patch_size, patch_normalization)
         self.uncertainty = uncertainty
         self.min_image_side = int(min_image_side)
         self.seed = seed

@@ -19,6 +19,10 @@ from monai.config import KeysCollection
 from monai.transforms import (
     Compose,
     EnsureTyped,
+    Identity,
+    Identityd,
+    NormalizeIntensity,
+    NormalizeIntensityd,
     RandAffine,
     RandAffined,
     RandFlip,
@@ -32,26 +36,70 @@ from monai.transforms import (
 )
 from monai.utils import ensure_tuple_rep
 
-__all__ = ["bone_patch_preprocessingd", "bone_patch_resize", "hand_view_augmentation", "hand_view_augmentationd"]
+__all__ = [
+    "PATCH_NORMALIZATIONS",
+    "bone_patch_intensity",
+    "bone_patch_intensityd",
+    "bone_patch_preprocessingd",
+    "bone_patch_resize",
+    "hand_view_augmentation",
+    "hand_view_augmentationd",
+]
 
 #: the one resize of a bone patch to the classifier's input: probe training, evaluation and screening alike
 _PATCH_RESIZE = {"mode": "bilinear", "anti_aliasing": True}
 
+#: intensity normalisations of a bone patch before SSL views, probe, evaluation and screening (see
+#: :func:`bone_patch_intensity`)
+PATCH_NORMALIZATIONS = (None, "bone_zscore")
 
-def bone_patch_resize(patch_size: int) -> Resize:
-    """(1, s, s) bone patch -> (1, patch_size, patch_size), bilinear with anti-aliasing (screening's resize)."""
-    return Resize((int(patch_size), int(patch_size)), **_PATCH_RESIZE)
+
+def _check_normalization(normalization: str | None) -> None:
+    if normalization not in PATCH_NORMALIZATIONS:
+        raise ValueError(f"patch normalization must be one of {PATCH_NORMALIZATIONS}, got {normalization!r}; "
+                         "use null (the cached [0, 1] display values) or 'bone_zscore'.")
 
 
-def bone_patch_preprocessingd(keys: KeysCollection, patch_size: int) -> Compose:
+def bone_patch_intensity(normalization: str | None = None) -> NormalizeIntensity | Identity:
+    """The intensity normalisation of a (1, s, s) bone patch, by name.
+
+    - ``None``: none; the patch keeps the radiograph's display values in [0, 1].
+    - ``"bone_zscore"``: MONAI ``NormalizeIntensity(nonzero=True)``: the bone (non-zero) pixels of each patch
+      are standardised to mean 0, std 1; the zero background stays 0. A radiograph's display window (exposure,
+      auto-ranging) scales and shifts all its pixel values, which moves every bone's intensity statistics far
+      more than bone density does; the standardisation removes that per-image affine change and keeps the shape
+      of the bone's intensity distribution (cortex vs. medulla) and its texture.
+
+    Args:
+        normalization: one of :data:`PATCH_NORMALIZATIONS`.
+    """
+    _check_normalization(normalization)
+    return Identity() if normalization is None else NormalizeIntensity(nonzero=True)
+
+
+def bone_patch_intensityd(keys: KeysCollection, normalization: str | None = None) -> NormalizeIntensityd | Identityd:
+    """Dictionary version of :func:`bone_patch_intensity`."""
+    _check_normalization(normalization)
+    return Identityd(keys) if normalization is None else NormalizeIntensityd(keys, nonzero=True)
+
+
+def bone_patch_resize(patch_size: int, normalization: str | None = None) -> Compose:
+    """(1, s, s) bone patch -> (1, patch_size, patch_size): :func:`bone_patch_intensity`, then bilinear resize with
+    anti-aliasing (screening's path; the probe's is :func:`bone_patch_preprocessingd`)."""
+    return Compose([bone_patch_intensity(normalization), Resize((int(patch_size), int(patch_size)), **_PATCH_RESIZE)])
+
+
+def bone_patch_preprocessingd(keys: KeysCollection, patch_size: int, normalization: str | None = None) -> Compose:
     """Cached patch path -> float32 (1, patch_size, patch_size) tensor: the probe's and the evaluation's path.
 
-    ``LoadBonePatchd`` -> ``Resized`` (as :func:`bone_patch_resize`) -> ``EnsureTyped`` (float32, no metadata).
+    ``LoadBonePatchd`` -> :func:`bone_patch_intensityd` -> ``Resized`` (as :func:`bone_patch_resize`) ->
+    ``EnsureTyped`` (float32, no metadata).
     """
     from monai_osteo.data.readers.patches import LoadBonePatchd
 
     size = (int(patch_size), int(patch_size))
-    return Compose([LoadBonePatchd(keys=keys), Resized(keys=keys, spatial_size=size, **_PATCH_RESIZE),
+    return Compose([LoadBonePatchd(keys=keys), bone_patch_intensityd(keys, normalization),
+                    Resized(keys=keys, spatial_size=size, **_PATCH_RESIZE),
                     EnsureTyped(keys=keys, dtype=torch.float32, track_meta=False)])
 
 

@@ -340,6 +340,28 @@ def test_ssl_view_intensity_and_probe_selection_follow_the_preset(tmp_path, pres
                                                                                        "val_subject_auc"}
 
 
+@pytest.mark.parametrize("preset, monitor_size", [(None, 224), ("quick.json", 64)])
+@pytest.mark.parametrize("normalization", [None, "bone_zscore"])
+def test_patch_normalization_and_monitor_size_reach_the_stages(tmp_path, preset, monitor_size, normalization):
+    """``patch_normalization`` is applied by the SSL views' and the probe's preprocessing alike (off in both presets);
+    the SSL monitor resizes patches to ``ssl_monitor_size`` (the quick preset: the views' 64 px)."""
+    files = ["train.json"] + ([preset] if preset else [])
+    over = {"bundle_root": str(BUNDLE), "output_dir": str(tmp_path / "run"), "datalist": [], "device": "cpu",
+            "patch_normalization": normalization}
+    expected = "Identityd" if normalization is None else "NormalizeIntensityd"
+    ssl = workflow([*files, "train_ssl.json"], None, **over).parser
+    assert type(ssl.get_parsed_content("train#preprocessing").transforms[1]).__name__ == expected
+    monitor = ssl.get_parsed_content("monitor#preprocessing").transforms
+    assert [type(t).__name__ for t in monitor[:3]] == ["LoadBonePatchd", expected, "Resized"]
+    assert tuple(monitor[2].resizer.spatial_size) == (monitor_size, monitor_size)
+    probe = workflow([*files, "train_probe.json"], None, **over).parser
+    assert type(probe.get_parsed_content("feature_transform#transforms#0").transforms[1]).__name__ == expected
+    for name in (None, "quick.json"):
+        defaults = workflow(["train.json"] + ([name] if name else []), None, **{k: v for k, v in over.items()
+                                                                               if k != "patch_normalization"})
+        assert defaults.parser.get_parsed_content("patch_normalization") is None
+
+
 def test_the_quick_preset_tests_on_hundreds_of_subjects_and_trains_on_the_same_280():
     """The quick cohort's split, computed as the generator does (phenotypes and ``subject_split``, no images): 315
     test subjects (88 positive; 60 was too few to measure an AUC), and the training split keeps the 280 subjects the

@@ -96,3 +96,44 @@ def test_bone_patch_preprocessing_is_the_screening_resize(tmp_path):
     out = bone_patch_preprocessingd("image", 32)({"image": str(tmp_path / "p.npy")})["image"]
     assert out.dtype == torch.float32 and tuple(out.shape) == (1, 32, 32) and not hasattr(out, "meta")
     assert_allclose(out, bone_patch_resize(32)(torch.from_numpy(patch.astype(np.float32))), atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("normalization", [None, "bone_zscore"])
+def test_bone_patch_normalization_is_shared_by_probe_and_screening(tmp_path, normalization):
+    """Both paths apply the same normalisation before the same resize."""
+    from monai_osteo.data.readers.patches import save_bone_patch as save
+    from monai_osteo.transforms.presets import bone_patch_preprocessingd, bone_patch_resize
+
+    patch = np.random.default_rng(1).random((1, 70, 70)).astype(np.float16)
+    patch[:, :20] = 0
+    save(tmp_path / "p.npy", patch)
+    out = bone_patch_preprocessingd("image", 32, normalization)({"image": str(tmp_path / "p.npy")})["image"]
+    ref = bone_patch_resize(32, normalization)(torch.from_numpy(patch.astype(np.float32)))
+    assert_allclose(out, ref, atol=1e-5, rtol=0)
+
+
+def test_bone_zscore_standardises_bone_pixels_and_removes_the_display_window():
+    """Oracle: numpy z-score of the non-zero pixels; a per-image window (v -> a v + b on the bone) is removed."""
+    from monai_osteo.transforms.presets import bone_patch_intensity, bone_patch_intensityd
+
+    rng = np.random.default_rng(2)
+    bone = rng.uniform(0.2, 0.9, size=(1, 40, 40)).astype(np.float32)
+    bone[:, :, :12] = 0  # background
+    m = bone != 0
+    out = np.asarray(bone_patch_intensity("bone_zscore")(torch.from_numpy(bone)))
+    expected = np.zeros_like(bone)
+    expected[m] = (bone[m] - bone[m].mean()) / bone[m].std()
+    assert_allclose(out, expected, atol=1e-5, rtol=0)
+    assert (out[~m] == 0).all()
+    windowed = np.where(m, 0.55 * bone + 0.2, 0).astype(np.float32)
+    assert_allclose(np.asarray(bone_patch_intensity("bone_zscore")(torch.from_numpy(windowed))), out, atol=1e-4,
+                    rtol=0)
+    # None keeps the display values
+    assert_allclose(np.asarray(bone_patch_intensity(None)(torch.from_numpy(bone))), bone, atol=0, rtol=0)
+    d = bone_patch_intensityd("image", "bone_zscore")({"image": torch.from_numpy(bone)})["image"]
+    assert_allclose(np.asarray(d), expected, atol=1e-5, rtol=0)
+    for bad in ("zscore", "minmax"):
+        with pytest.raises(ValueError, match="bone_zscore"):
+            bone_patch_intensity(bad)
+        with pytest.raises(ValueError, match="bone_zscore"):
+            bone_patch_intensityd("image", bad)

@@ -7,7 +7,11 @@ standardised per-bone features is cross-validated subject-wise (5 folds, stratif
 of its bones' probabilities (Eq. 10). Feature sets:
 
 - 6 hand-made statistics of each patch (mean, std, 10th/90th percentile of the bone pixels, bone fraction, side), on
-  the cached patch (native pixel scale) and on the classifier's input (the patch resized to the probe size);
+  the cached patch (native pixel scale) and on the classifier's input (the patch with the run's
+  ``patch_normalization``, resized to the probe size);
+- 2 statistics that a radiograph's display window (v -> a v + b on all its pixels) leaves unchanged:
+  (mean - p10) / (p90 - p10) and std / (p90 - p10) of the bone pixels. If they carry the signal nearly as well as
+  the 4 raw statistics, the signal is in the shape of the bone's intensity distribution, and the window is noise;
 - the same ResNet randomly initialised, twice: with BatchNorm's initial statistics (mean 0, variance 1: every
   BatchNorm is the identity in eval mode, the network is positively homogeneous and passes the absolute intensity
   scale through) and with the statistics re-estimated on the patches (what any trained encoder has; the fair
@@ -39,21 +43,21 @@ from monai_osteo.networks.nets import BoneClassifier
 from monai_osteo.transforms.presets import bone_patch_preprocessingd
 
 
-def classifier_inputs(records, size: int) -> torch.Tensor:
+def classifier_inputs(records, size: int, normalization: str | None = None) -> torch.Tensor:
     """(N, 1, size, size) patches as the probe and the evaluation feed them to the encoder."""
-    tf = bone_patch_preprocessingd("image", size)
+    tf = bone_patch_preprocessingd("image", size, normalization)
     return torch.stack([tf({"image": r["patch"]})["image"] for r in records])
 
 
 @torch.no_grad()
 def encoder_features(records, size: int, backbone: str, ckpt: Path | None, recalibrate_bn: bool = False,
-                     inputs: torch.Tensor | None = None) -> np.ndarray:
+                     inputs: torch.Tensor | None = None, normalization: str | None = None) -> np.ndarray:
     """Frozen (eval-mode) features; ``recalibrate_bn`` first re-estimates every BatchNorm's statistics on the inputs."""
     torch.manual_seed(0)
     clf = BoneClassifier(backbone=backbone)
     if ckpt is not None:
         clf.load_encoder(torch.load(ckpt, map_location="cpu"))
-    x = classifier_inputs(records, size) if inputs is None else inputs
+    x = classifier_inputs(records, size, normalization) if inputs is None else inputs
     enc = clf.backbone
     if recalibrate_bn:
         for m in enc.modules():
@@ -67,13 +71,13 @@ def encoder_features(records, size: int, backbone: str, ckpt: Path | None, recal
     return torch.cat([enc(x[i:i + 64]) for i in range(0, len(x), 64)]).numpy()
 
 
-def simple_features(records, size: int | None = None) -> np.ndarray:
+def simple_features(records, size: int | None = None, normalization: str | None = None) -> np.ndarray:
     """6 statistics per patch, of the cached patch (``size`` None) or of the classifier input at ``size``."""
     rows = []
     patches = ([np.load(r["patch"]).astype(np.float32)[0] for r in records] if size is None
-               else [p[0] for p in classifier_inputs(records, size).numpy()])
+               else [p[0] for p in classifier_inputs(records, size, normalization).numpy()])
     for p in patches:
-        nz = p[p > 0] if (p > 0).any() else np.zeros(1, np.float32)
+        nz = p[p != 0] if (p != 0).any() else np.zeros(1, np.float32)
         rows.append([nz.mean(), nz.std(), np.percentile(nz, 90), np.percentile(nz, 10), nz.size / p.size, p.shape[0]])
     return np.asarray(rows)
 
@@ -133,12 +137,18 @@ def main(argv=None) -> int:
     split = np.array([r["split"] for r in records])
     size = args.size or int(run["probe_spatial_size"])
     args.backbone = args.backbone or run.get("backbone", "resnet50")
+    norm = run.get("patch_normalization")
     native = simple_features(records)
+    mean, std, p90, p10 = native[:, :4].T
+    span = np.maximum(p90 - p10, 1e-6)
     sets = {"hand-made bone statistics (6 per bone), cached patch": native,
             "4 intensity statistics (mean, std, p90, p10 of the bone pixels), cached patch": native[:, :4],
-            f"hand-made bone statistics, classifier input ({size} px)": simple_features(records, size)}
+            "2 window-invariant statistics ((mean - p10) / (p90 - p10), std / (p90 - p10)), cached patch":
+                np.c_[(mean - p10) / span, std / span],
+            f"hand-made bone statistics, classifier input ({size} px, normalisation {norm})":
+                simple_features(records, size, norm)}
     if args.sets == "all":
-        x = classifier_inputs(records, size)
+        x = classifier_inputs(records, size, norm)
         sets[f"random-init {args.backbone}, initial BatchNorm statistics"] = encoder_features(
             records, size, args.backbone, None, inputs=x)
         sets[f"random-init {args.backbone}, BatchNorm statistics of the patches"] = encoder_features(

@@ -74,9 +74,10 @@ class ScreeningEvaluation:
         self.bootstrap_resamples, self.bootstrap_seed = int(bootstrap_resamples), int(bootstrap_seed)
 
     @torch.no_grad()
-    def predict(self, records: list[dict], patch_size: int, batch_size: int = 32) -> np.ndarray:
+    def predict(self, records: list[dict], patch_size: int, batch_size: int = 32,
+                normalization: str | None = None) -> np.ndarray:
         """Class probabilities (N, C) of the classifier on the patch records (the probe's preprocessing)."""
-        transform = bone_patch_preprocessingd("image", patch_size)
+        transform = bone_patch_preprocessingd("image", patch_size, normalization)
         net = self.classifier.to(self.device).eval()
         loader = DataLoader(Dataset(records, transform), batch_size=batch_size, shuffle=False, num_workers=0)
         out = [torch.softmax(net(b["image"].to(self.device)).float(), 1).cpu() for b in loader]
@@ -91,7 +92,7 @@ class ScreeningEvaluation:
         spatial = int(run["probe_spatial_size"])
         self.classifier.load_state_dict(torch.load(run["classifier"], map_location="cpu"))
         records = patch_records(run["patches"], "probe", [self.split])
-        probs = self.predict(records, spatial)
+        probs = self.predict(records, spatial, normalization=run.get("patch_normalization"))
         subjects = aggregate_subjects([{**r, "probs": p} for r, p in zip(records, probs)])
         metrics = screening_metrics([s["label"] for s in subjects], [s["probability"] for s in subjects])
         return metrics, subjects

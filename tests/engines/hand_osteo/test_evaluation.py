@@ -150,3 +150,17 @@ def test_evaluation_without_datalist_has_no_baseline(cohort, tmp_path):
     run = _fake_run(tmp_path / "run", cohort)
     result = ScreeningEvaluation(run, tmp_path / "eval", _classifier()).run()
     assert "baseline" not in result and "Classical baseline" not in (tmp_path / "eval/metrics.md").read_text()
+
+
+def test_evaluation_applies_the_runs_patch_normalization(cohort, tmp_path):
+    """run.json's ``patch_normalization`` reaches the patches: a constant bone patch standardises to 0, so the
+    mean-intensity classifier gives every subject probability 0.5; without it, the display values order them."""
+    run = _fake_run(tmp_path / "run", cohort)
+    raw = ScreeningEvaluation(run, tmp_path / "eval_raw", _classifier()).run()
+    manifest = json.loads((run / "run.json").read_text())
+    atomic_write_json(run / "run.json", {**manifest, "patch_normalization": "bone_zscore"})
+    ScreeningEvaluation(run, tmp_path / "eval_z", _classifier()).run()
+    z = json.loads((tmp_path / "eval_z" / "predictions.json").read_text())
+    assert_allclose([s["probability"] for s in z], 0.5, atol=1e-6, rtol=0)
+    r = json.loads((tmp_path / "eval_raw" / "predictions.json").read_text())
+    assert np.ptp([s["probability"] for s in r]) > 0.1 and raw["runs"]
