@@ -126,7 +126,7 @@ PY
     done
     if [ ! -f "$run/segmentation.pt" ] || [ ! -f "$run/model.pt" ]; then
       [ "$run" = "$ROOT/bundles/hand_osteo/runs/quick" ] || { log "error: $run has no trained hand_osteo models (segmentation.pt, model.pt)"; exit 2; }
-      log "no trained hand_osteo models in $run yet: training them first (bash scripts/run.sh demo, ~14 min on 2 cores)"
+      log "no trained hand_osteo models in $run yet: training them first (bash scripts/run.sh demo, ~16 min on 2 cores)"
       bash "$ROOT/scripts/run.sh" demo
     fi
     if [ -z "$studies" ]; then  # default datastore: a copy of the phantom cohort's radiographs (unlabelled)
