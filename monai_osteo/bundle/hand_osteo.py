@@ -134,12 +134,13 @@ def export_bone_classifier(classifier: torch.nn.Module, probe_checkpoint: str | 
 def write_run_manifest(output_dir: str | os.PathLike, classifier: str | os.PathLike,
                        segmentation: str | os.PathLike | None, patches_dir: str | os.PathLike, patch_size: int,
                        patch_mode: str, ssl_dir: str | os.PathLike | None, backbone: str | None = None,
-                       patch_normalization: str | None = None) -> dict:
+                       patch_normalization: str | None = None, feature_pooling: str = "avg") -> dict:
     """Copy the final models to ``output_dir`` (``model.pt``, ``segmentation.pt``) and write ``run.json``."""
     out = Path(output_dir)
     atomic_copy(classifier, out / "model.pt")
     manifest = {"classifier": str(out / "model.pt"), "patches": str(patches_dir), "probe_spatial_size": int(patch_size),
                 "patch_mode": patch_mode, "patch_normalization": patch_normalization,
+                "feature_pooling": str(feature_pooling),
                 "ssl": None if ssl_dir is None else str(ssl_dir)}
     if backbone is not None:
         manifest["backbone"] = str(backbone)

@@ -52,8 +52,8 @@ def test_ssl_view_intensity_and_probe_selection_follow_the_preset(tmp_path, pres
 @pytest.mark.parametrize("preset, monitor_size", [(None, 224), ("quick.json", 64)])
 @pytest.mark.parametrize("normalization", [None, "bone_zscore"])
 def test_patch_normalization_and_monitor_size_reach_the_stages(tmp_path, preset, monitor_size, normalization):
-    """``patch_normalization`` is applied by the SSL views' and the probe's preprocessing alike (off in both presets);
-    the SSL monitor resizes patches to ``ssl_monitor_size`` (the quick preset: the views' 64 px)."""
+    """``patch_normalization`` is applied by the SSL views' and the probe's preprocessing alike (paper preset: off;
+    quick preset: bone z-score); the SSL monitor resizes patches to ``ssl_monitor_size`` (quick: the views' 64 px)."""
     files = ["train.json"] + ([preset] if preset else [])
     over = {"bundle_root": str(BUNDLE), "output_dir": str(tmp_path / "run"), "datalist": [], "device": "cpu",
             "patch_normalization": normalization}
@@ -65,10 +65,37 @@ def test_patch_normalization_and_monitor_size_reach_the_stages(tmp_path, preset,
     assert tuple(monitor[2].resizer.spatial_size) == (monitor_size, monitor_size)
     probe = workflow([*files, "train_probe.json"], None, **over).parser
     assert type(probe.get_parsed_content("feature_transform#transforms#0").transforms[1]).__name__ == expected
-    for name in (None, "quick.json"):
+    for name, default in ((None, None), ("quick.json", "bone_zscore")):
         defaults = workflow(["train.json"] + ([name] if name else []), None, **{k: v for k, v in over.items()
                                                                                if k != "patch_normalization"})
-        assert defaults.parser.get_parsed_content("patch_normalization") is None
+        assert defaults.parser.get_parsed_content("patch_normalization") == default
+
+
+@pytest.mark.parametrize("preset, pooling, width", [(None, "avg", 2048), ("quick.json", "stages", 960)])
+def test_feature_pooling_reaches_the_probe_the_monitor_and_the_manifest(tmp_path, preset, pooling, width):
+    """The paper preset reads the last stage's average (ResNet-50: 2048 features), the quick preset the averages of
+    all four stages (ResNet-18: 960); the probe's classifier and the SSL monitor read the same features, the
+    monitor from the very encoder SSL trains (shared weights), and ``run.json`` records the choice."""
+    from monai_osteo.bundle.hand_osteo import write_run_manifest
+    from monai_osteo.networks.nets import StagePooledResNet
+
+    files = ["train.json"] + ([preset] if preset else [])
+    over = {"bundle_root": str(BUNDLE), "output_dir": str(tmp_path / "run"), "datalist": [], "device": "cpu"}
+    probe = workflow([*files, "train_probe.json"], None, **over).parser
+    assert probe.get_parsed_content("feature_pooling") == pooling
+    assert probe.get_parsed_content("classifier_def").fc.in_features == width
+    ssl = workflow([*files, "train_ssl.json"], None, **over).parser
+    index = next(i for i, h in enumerate(ssl["train"]["handlers"])
+                 if h.get("_target_", "").endswith("EmbeddingProbeMonitor"))
+    encoder = ssl.get_parsed_content(f"train#handlers#{index}#encoder")  # the monitor's features (no data needed)
+    network = ssl.get_parsed_content("network")
+    assert isinstance(encoder, StagePooledResNet) == (pooling == "stages")
+    assert encoder.layer1[0].conv1.weight is network.backbone.layer1[0].conv1.weight  # SSL's steps move the monitor
+    (tmp_path / "m.pt").write_bytes(b"x")
+    manifest = write_run_manifest(tmp_path / "out", tmp_path / "m.pt", None, tmp_path, 64, "bones", None,
+                                  feature_pooling=pooling)
+    assert json.loads((tmp_path / "out" / "run.json").read_text())["feature_pooling"] == manifest["feature_pooling"]
+    assert manifest["feature_pooling"] == pooling
 
 
 def test_the_quick_preset_tests_on_hundreds_of_subjects_and_trains_on_the_same_280():

@@ -18,6 +18,9 @@ of its bones' probabilities (Eq. 10). Feature sets:
   "random features" reference for a trained encoder);
 - the run's SSL encoder (frozen).
 
+The encoders' features are read as the run's probe reads them (``run.json``'s ``feature_pooling``: the last stage's
+average, or the averages of all four stages).
+
 Prints the best AUC over C in {1e-4 ... 100} per set (the best C is chosen on the same folds, an optimistic ceiling
 for a linear probe, not a test result), and beside it the run's own split: fitted on the training subjects, C chosen
 on the validation subjects' AUC, AUC on the test subjects (a test result on the subjects the pipeline is tested on).
@@ -51,10 +54,12 @@ def classifier_inputs(records, size: int, normalization: str | None = None) -> t
 
 @torch.no_grad()
 def encoder_features(records, size: int, backbone: str, ckpt: Path | None, recalibrate_bn: bool = False,
-                     inputs: torch.Tensor | None = None, normalization: str | None = None) -> np.ndarray:
-    """Frozen (eval-mode) features; ``recalibrate_bn`` first re-estimates every BatchNorm's statistics on the inputs."""
+                     inputs: torch.Tensor | None = None, normalization: str | None = None,
+                     pooling: str = "avg") -> np.ndarray:
+    """Frozen (eval-mode) features with the run's ``feature_pooling``; ``recalibrate_bn`` first re-estimates every
+    BatchNorm's statistics on the inputs."""
     torch.manual_seed(0)
-    clf = BoneClassifier(backbone=backbone)
+    clf = BoneClassifier(backbone=backbone, feature_pooling=pooling)
     if ckpt is not None:
         clf.load_encoder(torch.load(ckpt, map_location="cpu"))
     x = classifier_inputs(records, size, normalization) if inputs is None else inputs
@@ -138,6 +143,7 @@ def main(argv=None) -> int:
     size = args.size or int(run["probe_spatial_size"])
     args.backbone = args.backbone or run.get("backbone", "resnet50")
     norm = run.get("patch_normalization")
+    pooling = run.get("feature_pooling", "avg")
     native = simple_features(records)
     mean, std, p90, p10 = native[:, :4].T
     span = np.maximum(p90 - p10, 1e-6)
@@ -149,13 +155,13 @@ def main(argv=None) -> int:
                 simple_features(records, size, norm)}
     if args.sets == "all":
         x = classifier_inputs(records, size, norm)
-        sets[f"random-init {args.backbone}, initial BatchNorm statistics"] = encoder_features(
-            records, size, args.backbone, None, inputs=x)
-        sets[f"random-init {args.backbone}, BatchNorm statistics of the patches"] = encoder_features(
-            records, size, args.backbone, None, recalibrate_bn=True, inputs=x)
+        sets[f"random-init {args.backbone} ({pooling} pooling), initial BatchNorm statistics"] = encoder_features(
+            records, size, args.backbone, None, inputs=x, pooling=pooling)
+        sets[f"random-init {args.backbone} ({pooling} pooling), BatchNorm statistics of the patches"] = \
+            encoder_features(records, size, args.backbone, None, recalibrate_bn=True, inputs=x, pooling=pooling)
         if run.get("ssl"):
-            sets[f"SSL {args.backbone} of the run ({size} px)"] = encoder_features(
-                records, size, args.backbone, Path(run["ssl"]) / "model.pt", inputs=x)
+            sets[f"SSL {args.backbone} of the run ({size} px, {pooling} pooling)"] = encoder_features(
+                records, size, args.backbone, Path(run["ssl"]) / "model.pt", inputs=x, pooling=pooling)
     print(f"{len(np.unique(sid))} subjects, {len(records)} bone patches")
     for name, x in sets.items():
         auc, sd, c = cv_auc(x, sid, y)

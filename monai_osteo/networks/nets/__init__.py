@@ -13,10 +13,12 @@ from monai_osteo.networks.nets.s4mi_backbones import S4MIClassifier, s4mi_classi
 from monai_osteo.networks.nets.s4mi_ssl import CASSNetwork, DINONetwork
 from monai_osteo.networks.nets.ssl_backbone import build_resnet_backbone
 from monai_osteo.networks.nets.ssl_net import SSLNetwork
+from monai_osteo.networks.nets.stage_pooling import FEATURE_POOLINGS, StagePooledResNet, pooled_encoder
 from monai_osteo.networks.nets.vertebra_net import VertebraNet, split_vertebra_output
 
 __all__ = [
     "BoneClassifier",
+    "FEATURE_POOLINGS",
     "CASSNetwork",
     "CrossTeachingPair",
     "DINONetwork",
@@ -28,8 +30,10 @@ __all__ = [
     "ResNetUNet",
     "S4MIClassifier",
     "SSLNetwork",
+    "StagePooledResNet",
     "VertebraNet",
     "build_resnet_backbone",
+    "pooled_encoder",
     "s4mi_classifier",
     "split_vertebra_output",
 ]

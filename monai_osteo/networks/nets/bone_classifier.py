@@ -11,6 +11,7 @@ from collections.abc import Mapping
 import torch
 
 from monai_osteo.networks.nets.ssl_backbone import build_resnet_backbone
+from monai_osteo.networks.nets.stage_pooling import pooled_encoder
 
 __all__ = ["BoneClassifier"]
 
@@ -26,6 +27,10 @@ class BoneClassifier(torch.nn.Module):
         out_channels: number of classes (logits).
         backbone: ResNet name, see :func:`~monai_osteo.networks.nets.ssl_backbone.build_resnet_backbone`.
         conv1_t_stride: stride of the first convolution; must match the pre-trained encoder's.
+        feature_pooling: what ``fc`` reads, one of :data:`~monai_osteo.networks.nets.stage_pooling.FEATURE_POOLINGS`:
+            ``"avg"`` the last stage's global average (the ResNet's own), ``"stages"`` the global averages of all four
+            stages concatenated (:class:`~monai_osteo.networks.nets.stage_pooling.StagePooledResNet`; same encoder
+            weights and state-dict keys, wider ``fc``).
 
     Attributes:
         backbone: the encoder, (B, C, *spatial) -> (B, feature_dim).
@@ -40,13 +45,16 @@ class BoneClassifier(torch.nn.Module):
         out_channels: int = 2,
         backbone: str = "resnet50",
         conv1_t_stride: int = 2,
+        feature_pooling: str = "avg",
     ):
         super().__init__()
         if out_channels < 1:
             raise ValueError(f"out_channels must be >= 1, got {out_channels!r}.")
-        self.backbone, self.feature_dim = build_resnet_backbone(
+        resnet, self.feature_dim = build_resnet_backbone(
             backbone, spatial_dims=spatial_dims, in_channels=in_channels, conv1_t_stride=conv1_t_stride
         )
+        self.backbone = pooled_encoder(resnet, feature_pooling)
+        self.feature_dim = int(getattr(self.backbone, "feature_dim", self.feature_dim))
         self.fc = torch.nn.Linear(self.feature_dim, out_channels)
         self.encoder_frozen = False
 
