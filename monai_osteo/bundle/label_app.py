@@ -28,7 +28,7 @@ from monai_osteo.bundle.paths import find_bundle_root, output_id, redact
 from monai_osteo.io import atomic_copy, atomic_write_json
 
 __all__ = ["HandScreener", "bone_uncertainty", "load_network_weights", "prepare_bone_bundle", "read_bone_bundle",
-           "run_settings"]
+           "recorded_settings", "run_settings"]
 
 logger = logging.getLogger("monai_osteo.label_app")
 
@@ -139,6 +139,20 @@ def bone_uncertainty(network: torch.nn.Module, image: torch.Tensor, spatial_size
     return float(mi[bones].mean() if bool(bones.any()) else mi.mean())
 
 
+#: ``run.json`` key -> config id: the classifier input and features a hand_osteo run was trained with.
+RECORDED_SETTINGS = {"probe_spatial_size": "patch_size", "patch_normalization": "patch_normalization",
+                     "feature_pooling": "feature_pooling"}
+
+
+def recorded_settings(run_dir: str | os.PathLike) -> dict:
+    """The config values a run recorded in its ``run.json`` (``{}`` without one, e.g. a run of an older version)."""
+    manifest = Path(run_dir) / "run.json"
+    if not manifest.is_file():
+        return {}
+    run = json.loads(manifest.read_text())
+    return {setting: run[key] for key, setting in RECORDED_SETTINGS.items() if key in run}
+
+
 class HandScreener:
     """Screen one radiograph with a trained hand_osteo run, exactly as its ``inference.json`` does.
 
@@ -154,6 +168,10 @@ class HandScreener:
         configs: the configs the run was trained with, after ``train.json`` (``("quick.json",)`` for the demo's run).
         device: torch device.
         overrides: further ``inference.json`` ids (e.g. ``{"threshold": 0.4}``).
+
+    The classifier's input and features are taken from the run's ``run.json`` where it records them
+    (:func:`recorded_settings`: ``patch_size``, ``patch_normalization``, ``feature_pooling``), so a run screens with
+    what its probe was trained on whatever ``configs`` say; ``overrides`` still win.
     """
 
     def __init__(self, run_dir: str | os.PathLike, configs: Sequence[str] = ("quick.json",),
@@ -169,7 +187,7 @@ class HandScreener:
         self.parser = ConfigParser()
         self.parser.read_config(files)
         self.parser.update({"models_dir": str(self.run_dir), "device": str(device), "dataset_dir": [],
-                            **dict(overrides or {})})
+                            **recorded_settings(self.run_dir), **dict(overrides or {})})
         self.device = torch.device(device)
         self.preprocessing = self.parser.get_parsed_content("preprocessing")
         self.network = load_network_weights(self.parser.get_parsed_content("network"), self.run_dir / "model.pt",

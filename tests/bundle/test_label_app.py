@@ -19,6 +19,7 @@ from monai_osteo.bundle.label_app import (
     load_network_weights,
     prepare_bone_bundle,
     read_bone_bundle,
+    recorded_settings,
     run_settings,
 )
 from monai_osteo.data import LoadRadiograph
@@ -40,10 +41,14 @@ def _image(run: Path, i: int = 0) -> Path:
 
 
 def test_screener_reports_what_inference_json_writes(run, tmp_path):
+    """The run was trained with train.json alone; the screener is told quick.json, whose patch size (128 px), bone
+    z-score and stage features differ, and screens as the run was trained all the same: its run.json wins."""
     image = _image(run)
+    assert recorded_settings(run / "run") == {"patch_size": 32, "patch_normalization": None, "feature_pooling": "avg"}
+    assert recorded_settings(run) == {}  # no run.json: the configs decide
     labels, report = HandScreener(run / "run", ("quick.json",), overrides=ARCH)(image)
     out = tmp_path / "reports"
-    wf = workflow(["train.json", "quick.json", "inference.json"], "infer",
+    wf = workflow(["train.json", "inference.json"], "infer",
                   **{**tiny_train(run), "dataset_dir": str(image), "report_dir": str(out),
                      "models_dir": str(run / "run")})
     wf.run()
