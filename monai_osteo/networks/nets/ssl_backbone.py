@@ -77,6 +77,10 @@ def build_resnet_backbone(
         widen_factor=widen_factor,
         feed_forward=False,
     )
-    # The last stage's convolutions (and its 1x1 downsampling shortcut) all end at planes * block expansion.
-    last_conv = [m for m in model.layer4.modules() if isinstance(m, torch.nn.modules.conv._ConvNd)][-1]
-    return model, int(last_conv.out_channels)
+    return model, stage_width(model.layer4)
+
+
+def stage_width(stage: torch.nn.Module) -> int:
+    """Output channels of a ResNet stage: its convolutions (and its 1x1 downsampling shortcut) all end at
+    planes * block expansion, so the last convolution's ``out_channels``."""
+    return int([m for m in stage.modules() if isinstance(m, torch.nn.modules.conv._ConvNd)][-1].out_channels)

@@ -18,16 +18,13 @@ from __future__ import annotations
 
 import torch
 
+from monai_osteo.networks.nets.ssl_backbone import stage_width
+
 __all__ = ["FEATURE_POOLINGS", "StagePooledResNet", "pooled_encoder"]
 
 #: ``"avg"``: global average of the last stage (the ResNet's own pooling, [0]); ``"stages"``: global averages of the
 #: four stages, concatenated.
 FEATURE_POOLINGS = ("avg", "stages")
-
-
-def _stage_width(stage: torch.nn.Module) -> int:
-    convs = [m for m in stage.modules() if isinstance(m, torch.nn.modules.conv._ConvNd)]
-    return int(convs[-1].out_channels)
 
 
 class StagePooledResNet(torch.nn.Module):
@@ -54,7 +51,7 @@ class StagePooledResNet(torch.nn.Module):
         self.conv1, self.bn1, self.act, self.maxpool = resnet.conv1, resnet.bn1, resnet.act, resnet.maxpool
         self.layer1, self.layer2, self.layer3, self.layer4 = resnet.layer1, resnet.layer2, resnet.layer3, resnet.layer4
         self.no_max_pool = bool(resnet.no_max_pool)
-        self.feature_dim = sum(_stage_width(s) for s in (self.layer1, self.layer2, self.layer3, self.layer4))
+        self.feature_dim = sum(stage_width(s) for s in (self.layer1, self.layer2, self.layer3, self.layer4))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, *spatial) -> (B, feature_dim): stage 1's channel means first, stage 4's last."""
