@@ -49,8 +49,11 @@ setup_env() {
     "$venv/bin/python" -m pip install -q -e "$ROOT[$extras]"
     touch "$venv/.complete"
   fi
-  # point the environment at this clone (cheap; the environment may be shared by several clones)
-  "$venv/bin/python" -m pip install -q --no-deps --no-build-isolation -e "$ROOT" >/dev/null
+  # point the environment at this clone (the environment may be shared by several clones); pip's record of the
+  # editable install says where it points, so an environment already pointing here is left as it is
+  if ! grep -qsF "\"url\": \"file://$ROOT\"" "$venv"/lib/python*/site-packages/monai_osteo-*.dist-info/direct_url.json; then
+    "$venv/bin/python" -m pip install -q --no-deps --no-build-isolation -e "$ROOT" >/dev/null
+  fi
   flock -u 9
 }
 
@@ -63,25 +66,15 @@ case "$job" in
     setup_env
     cd "$ROOT"
     B=bundles/hand_osteo
-    # the run's output folder, then its seed and the versions it runs with (--output_dir/--seed overrides honoured)
-    info=$("$VENV/bin/python" - "$@" <<'PY'
-import json, sys
-from monai.bundle import ConfigParser
-from monai_osteo.bundle import versions
-p = ConfigParser()
-p.read_config(["bundles/hand_osteo/configs/train.json", "bundles/hand_osteo/configs/quick.json"])
-args = sys.argv[1:]
-for k, v in zip(args[::2], args[1::2]):
-    if k.lstrip("-") == "output_dir":
-        p["output_dir"] = v
-    elif k.lstrip("-") == "seed":
-        p["seed"] = int(v)
-print(p.get_parsed_content("output_dir"))
-print(json.dumps({"seed": p.get_parsed_content("seed"), **versions()}))
-PY
-)
-    out=$(sed -n 1p <<<"$info")
-    log "seed and versions: $(sed -n 2p <<<"$info")"
+    # the run's output folder (--output_dir DIR or --output_dir=DIR; the quick preset's default otherwise); the bundle
+    # logs the seed and the package versions it runs with when it starts (monai_osteo.bundle.log_run_info)
+    out=$B/runs/quick
+    prev=
+    for a in "$@"; do
+      case "$a" in --output_dir=*) out=${a#--output_dir=} ;; esac
+      [ "$prev" = --output_dir ] && out=$a
+      prev=$a
+    done
     log "hand_osteo bundle, quick preset: phantom cohort -> OT U-Net -> bone patches -> SSL ResNet-18 -> probe -> screening gates -> test + 2MCI baseline"
     "$VENV/bin/python" -m monai.bundle run --config_file "['$B/configs/train.json','$B/configs/quick.json']" "$@"
     cat "$out/eval/metrics.md"

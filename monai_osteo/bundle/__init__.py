@@ -4,7 +4,7 @@
 """
 
 from monai_osteo.bundle.datalist import datalist_files, datalist_items, resolve_datalist, segmentation_items
-from monai_osteo.bundle.environment import versions
+from monai_osteo.bundle.environment import log_run_info, versions
 from monai_osteo.bundle.paths import (
     check_radiographs,
     find_bundle_root,
@@ -23,6 +23,7 @@ __all__ = [
     "datalist_items",
     "find_bundle_root",
     "list_radiographs",
+    "log_run_info",
     "output_id",
     "output_name_formatter",
     "redact",

@@ -4,6 +4,7 @@ The phantom generators (``ensure_hand_cohort``, ``generate_hand_cohort``) are im
 ``import monai_osteo.data`` (and every transform that needs the label convention) stays light.
 """
 
+from monai_osteo.data.feature_dataset import FrozenFeatureDataset
 from monai_osteo.data.fractions import stratified_label_fraction
 from monai_osteo.data.labels import BONE_LABELS, BONES, CHANNEL_DEF
 from monai_osteo.data.readers import (
@@ -23,6 +24,7 @@ __all__ = [
     "BONES",
     "BONE_LABELS",
     "CHANNEL_DEF",
+    "FrozenFeatureDataset",
     "LoadAnnotatorMasksd",
     "LoadBonePatchd",
     "LoadRadiograph",

@@ -1,4 +1,5 @@
-"""The probe's frozen features are computed once: every CacheDataset of the stage configs caches its whole transform.
+"""The probe's frozen features are computed once: its datasets are ``FrozenFeatureDataset`` over deterministic
+preprocessing, and every CacheDataset of the stage configs caches its whole transform.
 
 MONAI's ``CacheDataset`` caches up to the first transform that is randomizable or not a ``Transform``, and a nested
 ``Compose`` counts as randomizable: a preset returning a ``Compose`` inside another one silently turned the probe's
@@ -22,7 +23,6 @@ def _first_uncached(transform) -> int | None:
 
 
 @pytest.mark.parametrize("stage, dataset_ids", [
-    ("train_probe.json", ["train#dataset", "validate#dataset"]),
     ("train_supervised.json", ["validate#dataset"]),
 ])
 def test_cached_datasets_cache_their_whole_transform(stage, dataset_ids):
@@ -44,3 +44,13 @@ def test_a_nested_compose_would_stop_the_cache():
     nested = Compose([bone_patch_preprocessingd("image", 32)])
     assert _first_uncached(nested) == 0
     assert _first_uncached(nested.flatten()) is None
+
+
+def test_the_probe_encodes_each_patch_once_with_deterministic_preprocessing():
+    parser = ConfigParser()
+    parser.read_config([str(CONFIGS / "train.json"), str(CONFIGS / "quick.json"), str(CONFIGS / "train_probe.json")])
+    parser.update({"ssl_enabled": False, "device": "$torch.device('cpu')"})
+    for ident in ("train#dataset", "validate#dataset"):
+        assert parser[f"{ident}#_target_"] == "monai_osteo.data.FrozenFeatureDataset"
+        transform = parser.get_parsed_content(f"{ident}#transform")
+        assert _first_uncached(transform) is None, f"{ident}: {transform.transforms}"

@@ -64,7 +64,7 @@ def test_patch_normalization_and_monitor_size_reach_the_stages(tmp_path, preset,
     assert [type(t).__name__ for t in monitor[:3]] == ["LoadBonePatchd", expected, "Resized"]
     assert tuple(monitor[2].resizer.spatial_size) == (monitor_size, monitor_size)
     probe = workflow([*files, "train_probe.json"], None, **over).parser
-    assert type(probe.get_parsed_content("feature_transform#transforms#0").transforms[1]).__name__ == expected
+    assert type(probe.get_parsed_content("feature_preprocessing").transforms[1]).__name__ == expected
     for name, default in ((None, None), ("quick.json", "bone_zscore")):
         defaults = workflow(["train.json"] + ([name] if name else []), None, **{k: v for k, v in over.items()
                                                                                if k != "patch_normalization"})
