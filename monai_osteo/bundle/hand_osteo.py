@@ -17,8 +17,15 @@ import torch
 from monai_osteo.bundle.datalist import datalist_items
 from monai_osteo.io import atomic_copy, atomic_save, atomic_write_json
 
-__all__ = ["class_weights", "export_bone_classifier", "load_encoder", "patch_records", "patch_sources",
-           "ssl_batch_sampler", "write_run_manifest"]
+__all__ = ["RECORDED_SETTINGS", "class_weights", "export_bone_classifier", "load_encoder", "patch_records",
+           "patch_sources", "recorded_settings", "ssl_batch_sampler", "write_run_manifest"]
+
+#: ``run.json`` key -> config id: the classifier input and features a hand_osteo run was trained with
+RECORDED_SETTINGS = {"probe_spatial_size": "patch_size", "patch_normalization": "patch_normalization",
+                     "feature_pooling": "feature_pooling"}
+#: what a run trained before an option existed used (``run.json`` without the key): no normalisation (before 0.3.2),
+#: the last stage's average (before 0.4.0)
+_BEFORE_THE_OPTION = {"patch_normalization": None, "feature_pooling": "avg"}
 
 logger = logging.getLogger("monai_osteo.hand_osteo")
 PATCH_INDEX = "index.json"
@@ -149,3 +156,18 @@ def write_run_manifest(output_dir: str | os.PathLike, classifier: str | os.PathL
         manifest["segmentation"] = str(out / "segmentation.pt")
     atomic_write_json(out / "run.json", manifest)
     return manifest
+
+
+def recorded_settings(run_dir: str | os.PathLike | None) -> dict:
+    """The config values (ids of :data:`RECORDED_SETTINGS`) a run's classifier was trained with, from its ``run.json``.
+
+    ``{}`` without a ``run.json`` (a models folder that is not a train.json run: the configs decide). A ``run.json``
+    written before ``patch_normalization`` or ``feature_pooling`` existed gives what such runs used (``None``,
+    ``"avg"``). ``inference.json`` and the MONAI Label app screen with these values, so a run is screened with the
+    input and features its probe was trained on whatever preset the screening is layered with.
+    """
+    manifest = Path(run_dir) / "run.json" if run_dir is not None else None
+    if manifest is None or not manifest.is_file():
+        return {}
+    run = json.loads(manifest.read_text())
+    return {**_BEFORE_THE_OPTION, **{setting: run[key] for key, setting in RECORDED_SETTINGS.items() if key in run}}

@@ -24,6 +24,7 @@ import torch
 from monai.bundle import ConfigParser
 from monai.data import list_data_collate
 
+from monai_osteo.bundle.hand_osteo import recorded_settings
 from monai_osteo.bundle.paths import find_bundle_root, output_id, redact
 from monai_osteo.io import atomic_copy, atomic_write_json
 
@@ -137,20 +138,6 @@ def bone_uncertainty(network: torch.nn.Module, image: torch.Tensor, spatial_size
     mi = seg["mutual_information"]
     bones = seg["prob"].argmax(0) > 0
     return float(mi[bones].mean() if bool(bones.any()) else mi.mean())
-
-
-#: ``run.json`` key -> config id: the classifier input and features a hand_osteo run was trained with.
-RECORDED_SETTINGS = {"probe_spatial_size": "patch_size", "patch_normalization": "patch_normalization",
-                     "feature_pooling": "feature_pooling"}
-
-
-def recorded_settings(run_dir: str | os.PathLike) -> dict:
-    """The config values a run recorded in its ``run.json`` (``{}`` without one, e.g. a run of an older version)."""
-    manifest = Path(run_dir) / "run.json"
-    if not manifest.is_file():
-        return {}
-    run = json.loads(manifest.read_text())
-    return {setting: run[key] for key, setting in RECORDED_SETTINGS.items() if key in run}
 
 
 class HandScreener:

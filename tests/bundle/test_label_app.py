@@ -70,6 +70,40 @@ def test_screener_reports_what_inference_json_writes(run, tmp_path):
     assert found == set(report["bones_found"])
 
 
+def test_inference_json_screens_with_what_the_run_recorded(run, tmp_path):
+    """``inference.json`` layered with quick.json (128 px, bone z-score, stage features) on the train.json run (32 px,
+    no normalisation, last-stage features) screens it as it was trained: the run's run.json wins over the preset."""
+    image = _image(run)
+    reports = {}
+    for name, configs in (("as_trained", ["train.json", "inference.json"]),
+                          ("quick", ["train.json", "quick.json", "inference.json"])):
+        out = tmp_path / name
+        over = {**tiny_train(run), "dataset_dir": str(image), "report_dir": str(out), "models_dir": str(run / "run"),
+                "gates_enabled": False}
+        wf = workflow(configs, "infer", **over)
+        assert wf.parser.get_parsed_content("network").fc.in_features == 512  # ResNet-18's last stage, as trained
+        assert wf.parser.get_parsed_content("inferer").resize.transforms[-1].spatial_size == (32, 32)
+        wf.run()
+        (report,) = out.glob("r*.json")
+        reports[name] = json.loads(report.read_text())
+    got, want = reports["quick"], reports["as_trained"]
+    assert got["decision"] == want["decision"] and got["bones_found"] == want["bones_found"]
+    assert np.isfinite(want["probability"]) and np.isclose(got["probability"], want["probability"])
+    found = [b for b, p in want["bone_probabilities"].items() if p is not None]
+    assert found and all(np.isclose(got["bone_probabilities"][b], want["bone_probabilities"][b]) for b in found)
+    # control: without the run's record the preset decides, and its stage features would not fit the run's model
+    control = workflow(["train.json", "quick.json", "inference.json"], "infer",
+                       **{**over, "report_dir": str(tmp_path / "control"), "recorded_settings": {}})
+    assert control.parser.get_parsed_content("network").fc.in_features == 960
+
+
+def test_recorded_settings_of_runs_trained_before_the_options(tmp_path):
+    """A run.json written before patch_normalization (0.3.2) and feature_pooling (0.4.0) existed: what those runs
+    used."""
+    (tmp_path / "run.json").write_text(json.dumps({"probe_spatial_size": 224, "classifier": "model.pt"}))
+    assert recorded_settings(tmp_path) == {"patch_size": 224, "patch_normalization": None, "feature_pooling": "avg"}
+
+
 def test_screener_is_per_image_deterministic_and_names_a_missing_run(run, tmp_path):
     screener = HandScreener(run / "run", ("quick.json",), overrides=ARCH)
     a = screener(_image(run, 1))

@@ -86,8 +86,8 @@ def test_verify_metadata_rejects_incomplete(offline, tmp_path, drop):
 
 def test_metadata_content():
     meta = _meta()
-    assert meta["version"] == "0.4.0"
-    assert {"0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.3.2", "0.4.0"} <= set(meta["changelog"])
+    assert meta["version"] == "0.4.1"
+    assert {"0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.3.2", "0.4.0", "0.4.1"} <= set(meta["changelog"])
     assert meta["version"] == next(iter(meta["changelog"]))  # the newest entry first, as the model zoo
     assert meta["monai_version"] == "1.6.1"
     assert meta["intended_use"] == "Research only; not for clinical use"
