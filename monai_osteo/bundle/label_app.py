@@ -156,9 +156,10 @@ class HandScreener:
         device: torch device.
         overrides: further ``inference.json`` ids (e.g. ``{"threshold": 0.4}``).
 
-    The classifier's input and features are taken from the run's ``run.json`` where it records them
-    (:func:`recorded_settings`: ``patch_size``, ``patch_normalization``, ``feature_pooling``), so a run screens with
-    what its probe was trained on whatever ``configs`` say; ``overrides`` still win.
+    The classifier's input and features are taken from the run's ``run.json`` where it records them: ``inference.json``
+    reads them (its ``recorded_settings`` id, :func:`recorded_settings`: ``patch_size``, ``patch_normalization``,
+    ``feature_pooling``), so a run screens with what its probe was trained on whatever ``configs`` say. To screen
+    otherwise, override ``recorded_settings`` (``{}``: the configs decide).
     """
 
     def __init__(self, run_dir: str | os.PathLike, configs: Sequence[str] = ("quick.json",),
@@ -174,7 +175,7 @@ class HandScreener:
         self.parser = ConfigParser()
         self.parser.read_config(files)
         self.parser.update({"models_dir": str(self.run_dir), "device": str(device), "dataset_dir": [],
-                            **recorded_settings(self.run_dir), **dict(overrides or {})})
+                            **dict(overrides or {})})
         self.device = torch.device(device)
         self.preprocessing = self.parser.get_parsed_content("preprocessing")
         self.network = load_network_weights(self.parser.get_parsed_content("network"), self.run_dir / "model.pt",
